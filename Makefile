@@ -1,0 +1,38 @@
+# The README's commands. Everything runs from the project's own virtualenv in .venv/.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test bench lint format lock
+
+install: $(STAMP)
+
+# Reinstall only when the dependency declarations change.
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/python -m saas_platform.run
+
+test: install
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python -m bench
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Refresh requirements.lock from what is installed (after changing pyproject.toml).
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock

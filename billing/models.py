@@ -1,0 +1,27 @@
+"""Plans (public schema). Later issues add metering, quotas and invoices beside them."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class Plan(models.Model):
+    """What a tenant may do. `free`, `pro` and `enterprise` come from a data migration."""
+
+    slug = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    monthly_job_quota = models.PositiveIntegerField(help_text="Jobs a tenant may submit per month.")
+    # Multiplies every job type's default rate (CELERY_TASK_ANNOTATIONS); 2.0 doubles it.
+    rate_multiplier = models.FloatField(default=1.0)
+    submit_rate = models.CharField(max_length=20, default="10/s", help_text="Celery notation.")
+    concurrency = models.PositiveIntegerField(help_text="Jobs of one tenant running at once.")
+    max_schedules = models.PositiveIntegerField()
+    min_interval_seconds = models.PositiveIntegerField(help_text="Shortest interval schedule.")
+    retention_days = models.PositiveIntegerField(help_text="How long finished jobs are kept.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["monthly_job_quota"]
+
+    def __str__(self) -> str:
+        return self.name

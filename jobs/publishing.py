@@ -1,0 +1,78 @@
+"""Publishing job messages to the broker, after the rows are committed.
+
+`jobs_publish_on_commit` is the safe path: it registers the publish to run only once the
+surrounding transaction commits, so a worker never receives a job whose row it cannot see, and a
+rolled-back submission publishes nothing. `jobs_publish_now_rollback_unsafe` publishes at once and
+is for rows that are already committed (the reconciler, the releaser).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from jobs.models import Job, JobStatus
+from saas_platform.celery_app import app
+from saas_platform.tenant_context import active_tenant, tenant_activated
+
+logger = logging.getLogger(__name__)
+
+
+def jobs_publish_on_commit(jobs: Sequence[Job]) -> None:
+    tenant = active_tenant()
+    if tenant is None:
+        raise RuntimeError("jobs are published with their tenant active")
+    tenant_id = tenant.pk
+    to_publish = [job for job in jobs if job.status == JobStatus.QUEUED]
+    if to_publish:
+        # The callback re-activates the tenant itself: on_commit callbacks run wherever the
+        # outermost atomic block ends, which need not be inside the caller's tenant block.
+        transaction.on_commit(lambda: _publish_in_tenant(tenant_id, to_publish))
+
+
+def _publish_in_tenant(tenant_id: int, jobs: Sequence[Job]) -> None:
+    with tenant_activated(tenant_id):
+        jobs_publish_now_rollback_unsafe(jobs)
+
+
+def _send(job: Job, producer: Any) -> None:
+    options: dict[str, Any] = {
+        "args": [str(job.id)],
+        "task_id": str(job.task_id),
+        "queue": job.queue,
+        "producer": producer,
+    }
+    if job.run_at is not None and job.run_at > timezone.now():
+        options["eta"] = job.run_at
+    if job.time_limit_seconds is not None:
+        options["time_limit"] = job.time_limit_seconds
+    app.send_task(job.type, **options)
+
+
+def jobs_publish_now_rollback_unsafe(jobs: Sequence[Job]) -> int:
+    """Publish committed jobs now; returns how many reached the broker.
+
+    A broker failure is logged, not raised: the rows stay unpublished and the reconciler retries.
+    """
+    published: list[Any] = []
+    try:
+        with app.producer_or_acquire() as producer:
+            for job in jobs:
+                _send(job, producer)
+                published.append(job.id)
+    except (KombuOperationalError, RedisError, OSError) as exc:
+        logger.warning(
+            "broker unavailable, %d of %d jobs left for the reconciler: %s",
+            len(jobs) - len(published),
+            len(jobs),
+            exc,
+        )
+    if published:
+        Job.objects.filter(id__in=published).update(published_at=timezone.now())
+    return len(published)

@@ -1,0 +1,70 @@
+"""Running one attempt of a job inside a Celery task (the tenant is already active).
+
+1. Claim the job with a conditional UPDATE for this message's task id; 0 rows means the message is
+   stale (cancelled, retried or finished meanwhile) and is dropped without a result.
+2. Run the job type with its validated arguments.
+3. Record the outcome: succeeded; or back to queued and a Celery retry (same task id) while
+   attempts remain; or failed for good.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+from django.db import connection
+
+from jobs.catalogue import JobContext, PermanentJobError, job_type_get
+from jobs.outcomes import (
+    job_claim,
+    job_fail,
+    job_report_progress,
+    job_requeue_for_retry,
+    job_succeed,
+)
+
+
+class AttemptsExhausted(RuntimeError):
+    """The job's message kept coming back (its workers were lost) and no attempts are left."""
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
+    task_id = str(task.request.id)
+    claimed = job_claim(job_id=job_id, task_id=task_id)
+    if claimed is None:
+        raise Ignore()
+    if claimed.attempts > claimed.max_attempts:
+        # Only redeliveries after lost workers get here: each counted an attempt.
+        message = f"gave up after {claimed.max_attempts} attempts (worker lost)"
+        job_fail(job_id=job_id, task_id=task_id, error=message)
+        raise AttemptsExhausted(message)
+    job_type = job_type_get(claimed.type)
+    context = JobContext(
+        job_id=job_id,
+        attempt=claimed.attempts,
+        schema_name=connection.schema_name,
+        report_progress=lambda progress: job_report_progress(
+            job_id=job_id, task_id=task_id, progress=progress
+        ),
+    )
+    try:
+        result = job_type.run(context, claimed.args)
+    except PermanentJobError as exc:
+        job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
+        raise
+    except Exception as exc:
+        if claimed.attempts < claimed.max_attempts:
+            job_requeue_for_retry(job_id=job_id, task_id=task_id, error=_error_text(exc))
+            raise task.retry(
+                exc=exc, countdown=job_type.retry_countdown(claimed.attempts), max_retries=None
+            ) from exc
+        job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
+        raise
+    job_succeed(job_id=job_id, task_id=task_id, result=result)
+    return result

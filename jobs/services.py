@@ -1,0 +1,180 @@
+"""Job submission: validate, write the row, publish after commit.
+
+A job is accepted only when its row is committed; the broker message is published from an
+`on_commit` callback. If publishing fails (Redis down), the row stays `queued` with no
+`published_at` and the reconciler publishes it later: accepted work is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs.catalogue import job_type_get
+from jobs.models import Job, JobStatus
+from jobs.publishing import jobs_publish_on_commit
+from saas_platform.tenant_context import active_tenant
+
+# Delays up to this long ride the broker as an ETA; longer ones wait in the Job table as
+# `scheduled` and are released when due (an ETA must stay well under the visibility timeout).
+BROKER_DELAY_LIMIT = timedelta(minutes=15)
+MAX_DELAY = timedelta(days=365)
+DEFAULT_PRIORITY = 5
+
+
+class JobSubmitError(ValueError):
+    """Submission refused; nothing was written or published. `code` names the reason."""
+
+    def __init__(self, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+class IdempotencyConflict(JobSubmitError):
+    pass
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    type: str
+    args: dict[str, Any]
+    delay_seconds: float | None = None
+    run_at: datetime | None = None
+    priority: int | None = None
+    # Operators and tests may lower the job type's time limit for one job; tenants cannot.
+    time_limit_seconds: int | None = None
+
+
+def _require_tenant() -> Any:
+    tenant = active_tenant()
+    if tenant is None:
+        raise RuntimeError("jobs are submitted with a tenant active")
+    return tenant
+
+
+def _when(request: JobRequest, now: datetime) -> datetime | None:
+    if request.delay_seconds is not None and request.run_at is not None:
+        raise JobSubmitError("invalid_schedule", "Give delay_seconds or run_at, not both.")
+    if request.delay_seconds is not None:
+        if not 0 <= request.delay_seconds <= MAX_DELAY.total_seconds():
+            raise JobSubmitError(
+                "invalid_delay",
+                f"delay_seconds must be between 0 and {int(MAX_DELAY.total_seconds())}.",
+            )
+        return now + timedelta(seconds=request.delay_seconds) if request.delay_seconds else None
+    if request.run_at is not None:
+        if timezone.is_naive(request.run_at):
+            raise JobSubmitError("invalid_run_at", "run_at needs a time zone offset.")
+        if request.run_at - now > MAX_DELAY:
+            raise JobSubmitError("invalid_run_at", "run_at is more than 365 days away.")
+        return request.run_at if request.run_at > now else None
+    return None
+
+
+def _build(request: JobRequest, *, submitted_by: str, now: datetime) -> Job:
+    job_type = job_type_get(request.type)
+    args = job_type.validate_args(request.args)
+    run_at = _when(request, now)
+    priority = DEFAULT_PRIORITY if request.priority is None else request.priority
+    if not 0 <= priority <= 9:
+        raise JobSubmitError("invalid_priority", "priority must be between 0 and 9.")
+    delayed_long = run_at is not None and run_at - now > BROKER_DELAY_LIMIT
+    job = Job(
+        type=job_type.name,
+        args=args,
+        status=JobStatus.SCHEDULED if delayed_long else JobStatus.QUEUED,
+        priority=priority,
+        queue=job_type.queue,
+        max_attempts=job_type.max_attempts,
+        submitted_by=submitted_by,
+        run_at=run_at,
+    )
+    # The first attempt's Celery task id is the job id: results and logs line up.
+    job.task_id = job.id
+    if request.time_limit_seconds is not None:
+        if not 1 <= request.time_limit_seconds <= job_type.time_limit_seconds:
+            raise JobSubmitError(
+                "invalid_time_limit",
+                f"time_limit_seconds must be between 1 and {job_type.time_limit_seconds}.",
+            )
+        job.time_limit_seconds = request.time_limit_seconds
+    return job
+
+
+def request_fingerprint(request: JobRequest) -> str:
+    """A stable hash of what was asked, to tell a replay from a conflicting reuse of a key."""
+    body = {
+        "type": request.type,
+        "args": request.args,
+        "delay_seconds": request.delay_seconds,
+        "run_at": request.run_at.isoformat() if request.run_at else None,
+        "priority": request.priority,
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def job_submit(
+    *, request: JobRequest, submitted_by: str, idempotency_key: str | None = None
+) -> Job:
+    """Validate and accept one job in the active tenant. Returns the committed row.
+
+    With an idempotency key: the same key and the same request return the original job; the
+    same key with a different request raises IdempotencyConflict. Nothing is written then.
+    """
+    _require_tenant()
+    now = timezone.now()
+    job = _build(request, submitted_by=submitted_by, now=now)
+    if idempotency_key is not None:
+        job.idempotency_key = idempotency_key
+        job.request_hash = request_fingerprint(request)
+        existing = Job.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay(existing, job)
+    try:
+        with transaction.atomic():
+            job.save(force_insert=True)
+            jobs_publish_on_commit([job])
+    except IntegrityError:
+        # Another request with the same key committed between our check and our insert.
+        existing = Job.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
+        return _replay(existing, job)
+    return job
+
+
+def _replay(existing: Job, attempted: Job) -> Job:
+    if existing.request_hash != attempted.request_hash:
+        raise IdempotencyConflict(
+            "idempotency_conflict",
+            "This Idempotency-Key was used with a different request.",
+            {"job_id": str(existing.id)},
+        )
+    return existing
+
+
+def job_submit_many(*, requests: list[JobRequest], submitted_by: str) -> list[Job]:
+    """Validate and accept jobs all or none: one invalid request rejects the whole batch."""
+    _require_tenant()
+    now = timezone.now()
+    jobs: list[Job] = []
+    for index, request in enumerate(requests):
+        try:
+            jobs.append(_build(request, submitted_by=submitted_by, now=now))
+        except JobSubmitError as exc:
+            exc.details = {"index": index, "details": exc.details}
+            raise
+        except Exception as exc:
+            exc.batch_index = index  # type: ignore[attr-defined]  # tells the API which one
+            raise
+    with transaction.atomic():
+        Job.objects.bulk_create(jobs)
+        jobs_publish_on_commit(jobs)
+    return jobs

@@ -1,0 +1,205 @@
+"""Django settings, read from the environment (see CONTRACT.md, "Environment").
+
+Every variable goes through the typed helpers in saas_platform.env, which stop start-up with a
+message naming the variable. Integrations are on only when their variable is set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import django_stubs_ext
+from django.core.exceptions import ImproperlyConfigured
+
+from saas_platform.env import env_bool, env_hostname, env_int, env_str, env_url
+from saas_platform.urls_to_settings import database_from_url, redis_with_db
+
+# Lets `admin.ModelAdmin[Model]` and friends be subscripted at run time, as the type hints say.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", default=False)
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
+    SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
+
+BASE_DOMAIN = env_hostname("BASE_DOMAIN", "localhost")
+ALLOWED_HOSTS = [BASE_DOMAIN, f".{BASE_DOMAIN}"]
+if DEBUG:
+    ALLOWED_HOSTS += ["127.0.0.1", "testserver"]
+
+# --- Tenancy (django-tenants): see DESIGN.md "Tenancy" ---------------------------------------
+SHARED_APPS = [
+    "django_tenants",
+    "saas_platform",
+    "tenants",
+    "billing",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+]
+# django_celery_results is only here: a result written without an active tenant has no table to
+# land in and fails loudly instead of leaking into the public schema.
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django_celery_results",
+    "django_celery_beat",
+    "jobs",
+]
+INSTALLED_APPS = list(SHARED_APPS) + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_NAME = "public"
+# New tenants are cloned from this schema (kept migrated like any tenant) instead of replaying
+# every migration; see tenants.services.tenant_create.
+TENANT_BASE_SCHEMA = "tenant_template"
+TENANT_CREATION_FAKES_MIGRATIONS = True
+# Unknown hosts get a 404 instead of silently landing on the public schema.
+SHOW_PUBLIC_IF_NO_TENANT_FOUND = False
+TENANT_MULTIPROCESSING_MAX_PROCESSES = env_int("TENANT_MIGRATE_PROCESSES", 2, minimum=1)
+DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+
+MIDDLEWARE = [
+    "tenants.middleware.TenantHostMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+ROOT_URLCONF = "saas_platform.urls_tenant"
+PUBLIC_SCHEMA_URLCONF = "saas_platform.urls_public"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "platform" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "saas_platform.wsgi.application"
+
+# --- Database ---------------------------------------------------------------------------------
+DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql"))
+if not DATABASE_URL:
+    # `make run` / `make test` start an embedded server and export DATABASE_URL before Django
+    # starts; reaching this line means a process was started some other way.
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be set (make run and make test start an embedded PostgreSQL for you)"
+    )
+DATABASES = {"default": database_from_url(DATABASE_URL)}
+DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+# Connections are kept open between requests and tasks; search_path is session state, so never
+# put a transaction-mode pooler in front of this (DESIGN.md).
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600, minimum=0)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+_test_db_name = env_str("TEST_DATABASE_NAME")
+if _test_db_name:
+    DATABASES["default"]["TEST"] = {"NAME": _test_db_name}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: broker, cache, counters -----------------------------------------------------------
+REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
+if not REDIS_URL:
+    raise ImproperlyConfigured(
+        "REDIS_URL must be set (make run and make test start an embedded Redis for you)"
+    )
+# Every Redis key this deployment writes starts with this prefix, so several deployments (or test
+# runs) can share one server and clean up after themselves.
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": redis_with_db(REDIS_URL, 1) if not REDIS_URL.startswith("unix") else REDIS_URL,
+        "KEY_PREFIX": REDIS_KEY_PREFIX,
+    }
+}
+
+# --- Celery (read by saas_platform.celery_app with namespace="CELERY") --------------------------
+CELERY_BROKER_URL = REDIS_URL
+# Results live in each tenant's schema (django-celery-results); the subclass activates the tenant
+# of the request for writes made outside the task (worker lost, time limit, revoke).
+CELERY_RESULT_BACKEND = "saas_platform.results_backend.TenantDatabaseBackend"
+CELERY_RESULT_EXTENDED = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TRACK_STARTED = False
+CELERY_TASK_TIME_LIMIT = 30 * 60
+# Longer than any time limit, so a running job is never handed to a second worker; delays longer
+# than this wait in the Job table (run_at), not as broker ETAs.
+CELERY_BROKER_VISIBILITY_TIMEOUT = 2 * 60 * 60
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+    "global_keyprefix": REDIS_KEY_PREFIX,
+}
+CELERY_RESULT_EXPIRES = None  # retention is per plan, enforced by our own cleanup
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_EVENTS", default=False)
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The default rate of each job type, in the seed's annotation form; the tenant's plan scales or
+# overrides it (billing). Filled in from the job catalogue by saas_platform.celery_app.
+CELERY_TASK_ANNOTATIONS: dict[str, dict[str, str]] = {}
+
+# --- Auth, i18n, static -------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".data" / "static"
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"jobs@{BASE_DOMAIN}")
+
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=True)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# --- Sentry -------------------------------------------------------------------------------------
+SENTRY_DSN = env_url("SENTRY_DSN", schemes=("http", "https"))
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT")
+if SENTRY_DSN:
+    from saas_platform.sentry import sentry_init
+
+    sentry_init(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT or None)

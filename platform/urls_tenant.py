@@ -1,0 +1,11 @@
+"""URLs of a tenant host (`<slug>.<BASE_DOMAIN>`): the portal and the API. No operator admin."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, URLResolver, path
+
+from saas_platform.views import healthz
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("healthz", healthz, name="healthz"),
+]

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness plus a database round trip; says which schema served the request."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema()")
+        row = cursor.fetchone()
+    return JsonResponse({"status": "ok", "schema": row[0] if row else None})

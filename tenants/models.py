@@ -1,0 +1,88 @@
+"""Public-schema models: who the tenants are, where they live, and the keys that act for them."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django_tenants.models import DomainMixin, TenantMixin
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{2,40}$")
+# Names that would collide with PostgreSQL's own schemas, the template or platform hosts.
+RESERVED_SLUGS = frozenset(
+    {"public", "tenant_template", "information_schema", "admin", "api", "www", "static", "media"}
+)
+
+
+def validate_slug(value: str) -> None:
+    if not SLUG_RE.match(value):
+        raise ValidationError(
+            "A tenant slug is 3 to 41 characters: a lowercase letter, then lowercase letters, "
+            "digits or underscores."
+        )
+    if value in RESERVED_SLUGS or value.startswith("pg_"):
+        raise ValidationError(f"{value!r} is reserved.")
+
+
+class Tenant(TenantMixin):
+    """A company. Its schema is named after its validated slug, never after raw input."""
+
+    # Schemas are built by tenants.provisioning (cloned from a template), not by save().
+    auto_create_schema = False
+    auto_drop_schema = False
+
+    name = models.CharField(max_length=200)
+    plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="tenants")
+    timezone = models.CharField(max_length=64, default="UTC")
+    is_active = models.BooleanField(default=True, help_text="Suspended tenants submit nothing.")
+    # The template schema new tenants are cloned from; never routed, never billed.
+    is_template = models.BooleanField(default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["schema_name"]
+
+    def __str__(self) -> str:
+        return self.schema_name
+
+    @property
+    def slug(self) -> str:
+        return self.schema_name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.is_template:
+            validate_slug(self.schema_name)
+        super().save(*args, **kwargs)
+
+
+class Domain(DomainMixin):
+    """A host name routed to a tenant (`acme.localhost`)."""
+
+    def __str__(self) -> str:
+        return self.domain
+
+
+class ApiKey(models.Model):
+    """A tenant's API key. Only a keyed hash of the key is stored (see tenants.apikeys)."""
+
+    SCOPES = ("jobs:read", "jobs:write", "schedules:read", "schedules:write")
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
+    # The public part of the key; authentication looks it up with this unique index.
+    key_id = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64, help_text="HMAC-SHA256 of the key, hex.")
+    name = models.CharField(max_length=100, blank=True)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.tenant.schema_name}/{self.key_id} ({self.name})"

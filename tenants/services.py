@@ -1,0 +1,123 @@
+"""Writes on tenants and their keys (keyword-only, named <entity>_<action>)."""
+
+from __future__ import annotations
+
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from billing.selectors import DEFAULT_PLAN_SLUG, plan_get
+from billing.models import Plan
+from tenants import apikeys
+from tenants.models import ApiKey, Domain, Tenant, validate_slug
+from tenants.provisioning import schema_clone_from_template, template_ensure
+from tenants.users import tenant_user_create
+
+
+@dataclass(frozen=True)
+class TenantCreated:
+    tenant: Tenant
+    domain: str
+    admin_email: str | None
+
+
+def _validate_timezone(name: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"Unknown time zone {name!r}.") from None
+
+
+def tenant_create(
+    *,
+    slug: str,
+    name: str,
+    plan_slug: str = DEFAULT_PLAN_SLUG,
+    timezone_name: str = "UTC",
+    admin_email: str | None = None,
+    admin_password: str | None = None,
+) -> TenantCreated:
+    """Create a tenant, its schema (a clone of the template), its domain and its admin user.
+
+    One transaction (DDL is transactional in PostgreSQL): a failure at any step leaves no tenant
+    row, no domain and no schema. The template is built first, outside it, the first time only.
+    """
+    validate_slug(slug)
+    _validate_timezone(timezone_name)
+    try:
+        plan = plan_get(slug=plan_slug)
+    except Plan.DoesNotExist:
+        raise ValidationError(f"Unknown plan {plan_slug!r}.") from None
+    template_ensure()
+    with transaction.atomic():
+        if Tenant.objects.filter(schema_name=slug).exists():
+            raise ValidationError(f"A tenant named {slug!r} already exists.")
+        tenant = Tenant.objects.create(
+            schema_name=slug, name=name, plan=plan, timezone=timezone_name
+        )
+        schema_clone_from_template(slug)
+        domain = f"{slug}.{settings.BASE_DOMAIN}"
+        Domain.objects.create(domain=domain, tenant=tenant, is_primary=True)
+        if admin_email:
+            with tenant:
+                tenant_user_create(email=admin_email, password=admin_password, is_admin=True)
+    return TenantCreated(tenant=tenant, domain=domain, admin_email=admin_email)
+
+
+def tenant_set_plan(*, tenant: Tenant, plan_slug: str) -> Tenant:
+    try:
+        tenant.plan = plan_get(slug=plan_slug)
+    except Plan.DoesNotExist:
+        raise ValidationError(f"Unknown plan {plan_slug!r}.") from None
+    tenant.save(update_fields=["plan"])
+    return tenant
+
+
+def tenant_set_active(*, tenant: Tenant, active: bool) -> Tenant:
+    tenant.is_active = active
+    tenant.save(update_fields=["is_active"])
+    return tenant
+
+
+@dataclass(frozen=True)
+class ApiKeyCreated:
+    api_key: ApiKey
+    plaintext: str  # shown once, never stored
+
+
+def apikey_create(
+    *,
+    tenant: Tenant,
+    name: str = "",
+    scopes: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> ApiKeyCreated:
+    chosen = list(ApiKey.SCOPES) if scopes is None else scopes
+    unknown = sorted(set(chosen) - set(ApiKey.SCOPES))
+    if unknown or not chosen:
+        raise ValidationError(
+            f"Scopes must be some of {', '.join(ApiKey.SCOPES)}; got {', '.join(chosen) or 'none'}."
+        )
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError("expires_at must be in the future.")
+    generated = apikeys.key_generate()
+    api_key = ApiKey.objects.create(
+        tenant=tenant,
+        key_id=generated.key_id,
+        key_hash=apikeys.key_hash(generated.plaintext),
+        name=name,
+        scopes=chosen,
+        expires_at=expires_at,
+    )
+    return ApiKeyCreated(api_key=api_key, plaintext=generated.plaintext)
+
+
+def apikey_revoke(*, api_key: ApiKey) -> ApiKey:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key.refresh_from_db(fields=["revoked_at"])
+    return api_key
