@@ -14,7 +14,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # keep connections open and replace only broken or expired ones (tenant_context), which is worth
 # several times the throughput with database results. Counted twice per task by Celery.
 app.conf.CELERY_DB_REUSE_MAX = 1_000_000
-app.autodiscover_tasks(["jobs", "tenants", "billing"])
+app.autodiscover_tasks(["saas_platform", "jobs", "tenants", "billing"])
 
 # Registers the publish/prerun/postrun signal handlers that carry the tenant.
 import saas_platform.tenant_context  # noqa: E402, F401

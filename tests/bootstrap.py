@@ -1,0 +1,54 @@
+"""Loaded by pytest before Django (`-p tests.bootstrap` in pyproject): the test environment.
+
+1. Real PostgreSQL and Redis: DATABASE_URL / REDIS_URL when given, else embedded servers started
+   here for the whole run (saas_platform.embedded).
+2. Our own database and keys: pytest-django creates and drops `test_saas_<pid>`; every Redis key
+   this run writes starts with `test<pid>:` and is deleted at the end.
+3. Production-like settings: DEBUG off, a throwaway SECRET_KEY.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import tempfile
+from pathlib import Path
+
+_RUN_ID = f"{os.getpid()}"
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-" + _RUN_ID)
+os.environ.setdefault("DEBUG", "false")
+os.environ["BASE_DOMAIN"] = "localhost"
+os.environ["TEST_DATABASE_NAME"] = f"test_saas_{_RUN_ID}"
+os.environ["REDIS_KEY_PREFIX"] = f"test{_RUN_ID}:"
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas_platform.settings")
+
+if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
+    from saas_platform import embedded
+
+    _data = Path(tempfile.mkdtemp(prefix="saas-test-"))
+    if not os.environ.get("DATABASE_URL"):
+        _pg = embedded.start_postgres(_data / "postgres")
+        atexit.register(_pg.stop)
+        os.environ["DATABASE_URL"] = _pg.url
+    if not os.environ.get("REDIS_URL"):
+        _redis = embedded.start_redis(_data / "redis")
+        atexit.register(_redis.stop)
+        os.environ["REDIS_URL"] = _redis.url
+
+
+def _delete_our_redis_keys() -> None:
+    import redis
+
+    prefix = os.environ["REDIS_KEY_PREFIX"]
+    for db in (0, 1):  # broker and cache databases
+        try:
+            client = redis.Redis.from_url(os.environ["REDIS_URL"], db=db)
+            keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        except redis.RedisError:
+            pass  # the server is gone already (embedded, stopped): nothing to clean
+
+
+atexit.register(_delete_our_redis_keys)

@@ -1,0 +1,35 @@
+"""Submitting jobs and waiting for them, for tests that run real workers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from jobs.models import FINAL_STATUSES, Job
+from jobs.services import JobRequest, job_submit
+from tests.workers import wait_for
+
+
+def submit(tenant: Any, job_type: str, args: dict[str, Any], **options: Any) -> Job:
+    with tenant:
+        return job_submit(
+            request=JobRequest(type=job_type, args=args, **options), submitted_by="operator"
+        )
+
+
+def job_in(tenant: Any, job_id: Any) -> Job:
+    with tenant:
+        return Job.objects.get(id=job_id)
+
+
+def wait_final(tenant: Any, job_ids: Iterable[Any], *, timeout: float = 60) -> list[Job]:
+    ids = [str(i) for i in job_ids]
+
+    def all_final() -> list[Job] | None:
+        with tenant:
+            jobs = list(Job.objects.filter(id__in=ids))
+        done = [j for j in jobs if j.status in FINAL_STATUSES]
+        return jobs if len(done) == len(ids) else None
+
+    result: list[Job] = wait_for(all_final, timeout=timeout, what=f"{len(ids)} jobs to finish")
+    return result

@@ -1,0 +1,101 @@
+"""Real Celery worker processes for integration tests (never eager mode)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from django.conf import settings
+
+from saas_platform.urls_to_settings import database_url_with_name
+
+REPO = Path(__file__).resolve().parent.parent
+CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+def worker_environment() -> dict[str, str]:
+    """The test run's environment, pointed at the test database pytest-django created."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = database_url_with_name(
+        os.environ["DATABASE_URL"], settings.DATABASES["default"]["NAME"]
+    )
+    env.pop("TEST_DATABASE_NAME", None)
+    return env
+
+
+class WorkerProcess:
+    """`celery -A saas_platform worker` in a child process, stopped (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, *, pool: str, concurrency: int, queues: str = "default") -> None:
+        self.pool = pool
+        self.args = [
+            CELERY, "-A", "saas_platform", "worker", "-l", "INFO",
+            "-P", pool, "-c", str(concurrency), "-Q", queues,
+            "-n", f"test-{pool}-{os.getpid()}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._ready = threading.Event()
+
+    def __enter__(self) -> WorkerProcess:
+        self.process = subprocess.Popen(
+            self.args,
+            cwd=REPO,
+            env=worker_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._ready.wait(60):
+            self.stop()
+            raise RuntimeError("worker did not start:\n" + self.output())
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if " ready." in line:
+                self._ready.set()
+
+    def output(self) -> str:
+        return "".join(self.lines[-200:])
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
