@@ -180,6 +180,16 @@ STATIC_ROOT = BASE_DIR / ".data" / "static"
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"jobs@{BASE_DOMAIN}")
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(BASE_DIR / ".data" / "emails"))
+
+# http.request refuses private, loopback and link-local destinations unless the operator allows
+# them, all of them or some networks (comma-separated CIDRs).
+OUTBOUND_HTTP_ALLOW_PRIVATE = env_bool("OUTBOUND_HTTP_ALLOW_PRIVATE", default=False)
+OUTBOUND_HTTP_ALLOWED_NETWORKS = [
+    network.strip()
+    for network in env_str("OUTBOUND_HTTP_ALLOWED_NETWORKS").split(",")
+    if network.strip()
+]
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,8 @@ if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
     from saas_platform import embedded
 
     _data = Path(tempfile.mkdtemp(prefix="saas-test-"))
+    # Registered first, so it runs last (atexit is LIFO): after the servers have stopped.
+    atexit.register(shutil.rmtree, _data, ignore_errors=True)
     if not os.environ.get("DATABASE_URL"):
         _pg = embedded.start_postgres(_data / "postgres")
         atexit.register(_pg.stop)
