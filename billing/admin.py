@@ -7,4 +7,11 @@ from billing.models import Plan
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin[Plan]):
-    list_display = ["slug", "name", "monthly_job_quota", "submit_rate", "concurrency", "max_schedules"]
+    list_display = [
+        "slug",
+        "name",
+        "monthly_job_quota",
+        "submit_rate",
+        "concurrency",
+        "max_schedules",
+    ]

@@ -40,7 +40,8 @@ class Job(models.Model):
     # Who asked: "api_key:<key id>", "user:<id>", "schedule:<id>", "operator".
     submitted_by = models.CharField(max_length=100)
     schedule_id = models.BigIntegerField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL, not "", for "no key": the unique constraint below only covers rows that have one.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     run_at = models.DateTimeField(null=True, blank=True)

@@ -16,10 +16,10 @@ from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
-
-from jobs.models import Job, JobStatus
 from saas_platform.celery_app import app
 from saas_platform.tenant_context import active_tenant, tenant_activated
+
+from jobs.models import Job, JobStatus
 
 logger = logging.getLogger(__name__)
 

@@ -9,17 +9,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+from saas_platform.celery_app import app
+from saas_platform.tenant_context import active_tenant
 
 from jobs.catalogue import job_type_get
-from jobs.models import Job, JobStatus
+from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.publishing import jobs_publish_on_commit
-from saas_platform.tenant_context import active_tenant
+
+logger = logging.getLogger(__name__)
 
 # Delays up to this long ride the broker as an ETA; longer ones wait in the Job table as
 # `scheduled` and are released when due (an ETA must stay well under the visibility timeout).
@@ -178,3 +186,63 @@ def job_submit_many(*, requests: list[JobRequest], submitted_by: str) -> list[Jo
         Job.objects.bulk_create(jobs)
         jobs_publish_on_commit(jobs)
     return jobs
+
+
+class JobStateError(JobSubmitError):
+    """The job is not in a state that allows this action (cancel a finished job, ...)."""
+
+
+def _revoke(task_id: str, *, terminate: bool) -> None:
+    try:
+        app.control.revoke(task_id, terminate=terminate)
+    except (KombuOperationalError, RedisError, OSError) as exc:
+        # The runner's claim refuses cancelled jobs anyway; the revoke only saves a wasted
+        # delivery (or stops a running one sooner).
+        logger.warning("could not broadcast revoke of %s: %s", task_id, exc)
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a job that has not finished. It never runs afterwards, even if its message is
+    already in the broker: the runner's claim refuses a cancelled job."""
+    was_running = job.status == JobStatus.RUNNING
+    with transaction.atomic():
+        updated = (
+            Job.objects.filter(id=job.id)
+            .exclude(status__in=FINAL_STATUSES)
+            .update(status=JobStatus.CANCELLED, finished_at=Now(), error="cancelled")
+        )
+        if not updated:
+            job.refresh_from_db()
+            raise JobStateError("not_cancellable", f"The job has already {job.status}.")
+        task_id = str(job.task_id)
+        transaction.on_commit(lambda: _revoke(task_id, terminate=was_running))
+    job.refresh_from_db()
+    return job
+
+
+def job_retry(*, job: Job) -> Job:
+    """Run a failed or cancelled job again as a new attempt (a new Celery task id)."""
+    with transaction.atomic():
+        updated = Job.objects.filter(
+            id=job.id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]
+        ).update(
+            status=JobStatus.QUEUED,
+            task_id=uuid.uuid4(),
+            attempts=0,
+            result=None,
+            error="",
+            progress=None,
+            run_at=None,
+            started_at=None,
+            finished_at=None,
+            published_at=None,
+        )
+        if not updated:
+            job.refresh_from_db()
+            raise JobStateError(
+                "not_retryable",
+                f"Only failed or cancelled jobs can be retried; it is {job.status}.",
+            )
+        job.refresh_from_db()
+        jobs_publish_on_commit([job])
+    return job

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Task
+from saas_platform.celery_app import app
 
+from jobs import periodic  # noqa: F401  -- registers the platform's periodic tasks
 from jobs.catalogue import JobType, catalogue
 from jobs.runner import job_run_attempt
-from saas_platform.celery_app import app
 
 
 def _register(job_type: JobType) -> Task:  # type: ignore[type-arg]

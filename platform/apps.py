@@ -11,5 +11,7 @@ class PlatformConfig(AppConfig):
     def ready(self) -> None:
         # Load the Celery app (and the tenant signal handlers) in every Django process, so that
         # publishing from web processes and management commands stamps the tenant header.
-        from saas_platform import celery_app  # noqa: F401
-        from saas_platform import checks  # noqa: F401
+        from saas_platform import (
+            celery_app,  # noqa: F401
+            checks,  # noqa: F401
+        )

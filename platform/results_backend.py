@@ -18,7 +18,6 @@ from celery import states
 from django.db import connection
 from django_celery_results.backends.database import DatabaseBackend
 from django_tenants.utils import get_public_schema_name
-
 from saas_platform.tenant_context import headers_tenant_id, tenant_activated
 
 

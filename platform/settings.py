@@ -10,7 +10,6 @@ from pathlib import Path
 
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
-
 from saas_platform.env import env_bool, env_hostname, env_int, env_str, env_url
 from saas_platform.urls_to_settings import database_from_url, redis_with_db
 
@@ -70,6 +69,7 @@ TENANT_MULTIPROCESSING_MAX_PROCESSES = env_int("TENANT_MIGRATE_PROCESSES", 2, mi
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 
 MIDDLEWARE = [
+    "saas_platform.api.api_body_limit",
     "tenants.middleware.TenantHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -97,6 +97,8 @@ TEMPLATES = [
     },
 ]
 WSGI_APPLICATION = "saas_platform.wsgi.application"
+# API bodies over 1 MiB get a 413 (a chunked body without Content-Length included).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 # --- Database ---------------------------------------------------------------------------------
 DATABASE_URL = env_url("DATABASE_URL", schemes=("postgres", "postgresql"))
@@ -154,6 +156,7 @@ CELERY_BROKER_VISIBILITY_TIMEOUT = 2 * 60 * 60
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
     "global_keyprefix": REDIS_KEY_PREFIX,
+    "socket_connect_timeout": 2,
 }
 CELERY_RESULT_EXPIRES = None  # retention is per plan, enforced by our own cleanup
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -163,6 +166,22 @@ CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_EVENTS", default=False)
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Publishing must not hang a request when Redis is down: fail fast, the reconciler republishes.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+JOBS_RECONCILE_SECONDS = env_int("JOBS_RECONCILE_SECONDS", 10, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "jobs-reconcile": {
+        "task": "platform.jobs_reconcile",
+        "schedule": float(JOBS_RECONCILE_SECONDS),
+        "options": {"expires": JOBS_RECONCILE_SECONDS * 3},
+    },
+}
 # The default rate of each job type, in the seed's annotation form; the tenant's plan scales or
 # overrides it (billing). Filled in from the job catalogue by saas_platform.celery_app.
 CELERY_TASK_ANNOTATIONS: dict[str, dict[str, str]] = {}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.core.cache import cache
 from django.db import connection
-
 from saas_platform.celery_app import app
 from saas_platform.tenant_context import active_tenant
 
@@ -24,6 +23,9 @@ def schema_probe(key: str) -> None:
     tenant = active_tenant()
     cache.set(
         key,
-        {"current_schema": row[0] if row else None, "tenant": tenant.schema_name if tenant else None},
+        {
+            "current_schema": row[0] if row else None,
+            "tenant": tenant.schema_name if tenant else None,
+        },
         PROBE_TTL_SECONDS,
     )

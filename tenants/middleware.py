@@ -32,23 +32,24 @@ class TenantHostMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         host = _host(request)
         connection.set_schema_to_public()
-        if host == settings.BASE_DOMAIN or (settings.DEBUG and host in _DEV_PUBLIC_HOSTS):
-            request.tenant = None  # type: ignore[attr-defined]
-            request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
-            set_urlconf(request.urlconf)
-            return self.get_response(request)
-        domain = (
-            Domain.objects.select_related("tenant")
-            .filter(domain=host, tenant__is_template=False)
-            .first()
-        )
-        if domain is None:
-            return HttpResponseNotFound(b"No tenant lives at this host.")
-        tenant = domain.tenant
-        tenant.domain_url = host
-        request.tenant = tenant  # type: ignore[attr-defined]
-        connection.set_tenant(tenant)
         try:
+            if host == settings.BASE_DOMAIN or (settings.DEBUG and host in _DEV_PUBLIC_HOSTS):
+                # The API may still activate a tenant here: the one its key belongs to.
+                request.tenant = None  # type: ignore[attr-defined]
+                request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
+                set_urlconf(request.urlconf)
+                return self.get_response(request)
+            domain = (
+                Domain.objects.select_related("tenant")
+                .filter(domain=host, tenant__is_template=False)
+                .first()
+            )
+            if domain is None:
+                return HttpResponseNotFound(b"No tenant lives at this host.")
+            tenant = domain.tenant
+            tenant.domain_url = host
+            request.tenant = tenant  # type: ignore[attr-defined]
+            connection.set_tenant(tenant)
             return self.get_response(request)
         finally:
             # The next request on this thread starts from public, whatever happened here.

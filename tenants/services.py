@@ -11,8 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from billing.selectors import DEFAULT_PLAN_SLUG, plan_get
 from billing.models import Plan
+from billing.selectors import DEFAULT_PLAN_SLUG, plan_get
 from tenants import apikeys
 from tenants.models import ApiKey, Domain, Tenant, validate_slug
 from tenants.provisioning import schema_clone_from_template, template_ensure

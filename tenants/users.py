@@ -9,9 +9,7 @@ from django.core.validators import validate_email
 from django.db import connection
 
 
-def tenant_user_create(
-    *, email: str, password: str | None, is_admin: bool = False
-) -> AbstractUser:
+def tenant_user_create(*, email: str, password: str | None, is_admin: bool = False) -> AbstractUser:
     """Create a user in the active tenant's schema. The email is also the username."""
     if connection.schema_name == "public":
         raise RuntimeError("tenant users are created with a tenant active")

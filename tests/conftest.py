@@ -64,7 +64,9 @@ def actors(django_db_setup: None, django_db_blocker: Any) -> Actors:
         initech = tenant_create(slug="initech", name="Initech").tenant
         acme_key = apikey_create(tenant=acme, name="acme test key").plaintext
         globex_key = apikey_create(tenant=globex, name="globex test key").plaintext
-    return Actors(acme=acme, globex=globex, initech=initech, acme_key=acme_key, globex_key=globex_key)
+    return Actors(
+        acme=acme, globex=globex, initech=initech, acme_key=acme_key, globex_key=globex_key
+    )
 
 
 @pytest.fixture

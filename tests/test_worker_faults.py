@@ -9,9 +9,9 @@ import signal
 import pytest
 from django.db import transaction
 from django_celery_results.models import TaskResult
+from saas_platform.celery_app import app
 
 from jobs.services import JobRequest, job_submit
-from saas_platform.celery_app import app
 from tests.jobs_helpers import job_in, submit, wait_final
 from tests.schemas import schemas_holding
 from tests.workers import WorkerProcess, wait_for
@@ -64,8 +64,10 @@ def test_a_job_that_keeps_killing_its_child_fails_for_good_in_its_schema(tenant_
         pid = _running_pid(tenant_db.globex, job.id)
         os.kill(pid, signal.SIGKILL)
         wait_for(
-            lambda pid=pid: job_in(tenant_db.globex, job.id).worker.rsplit(":", 1)[1] != str(pid)
-            or job_in(tenant_db.globex, job.id).is_final,
+            lambda pid=pid: (
+                job_in(tenant_db.globex, job.id).worker.rsplit(":", 1)[1] != str(pid)
+                or job_in(tenant_db.globex, job.id).is_final
+            ),
             what="the next attempt",
         )
     [done] = wait_final(tenant_db.globex, [job.id])

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 from django.core.cache import cache
-
 from saas_platform.celery_app import app
+
 from tests.jobs_helpers import submit, wait_final
 from tests.schemas import schemas_holding
 from tests.workers import wait_for

@@ -14,7 +14,6 @@ from types import TracebackType
 from typing import Any
 
 from django.conf import settings
-
 from saas_platform.urls_to_settings import database_url_with_name
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,12 +61,16 @@ class WorkerProcess:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
     def _pump(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None
+        assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
             if " ready." in line:

@@ -4,30 +4,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Plan',
+            name="Plan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=40, unique=True)),
-                ('name', models.CharField(max_length=100)),
-                ('monthly_job_quota', models.PositiveIntegerField(help_text='Jobs a tenant may submit per month.')),
-                ('rate_multiplier', models.FloatField(default=1.0)),
-                ('submit_rate', models.CharField(default='10/s', help_text='Celery notation.', max_length=20)),
-                ('concurrency', models.PositiveIntegerField(help_text='Jobs of one tenant running at once.')),
-                ('max_schedules', models.PositiveIntegerField()),
-                ('min_interval_seconds', models.PositiveIntegerField(help_text='Shortest interval schedule.')),
-                ('retention_days', models.PositiveIntegerField(help_text='How long finished jobs are kept.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=40, unique=True)),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "monthly_job_quota",
+                    models.PositiveIntegerField(help_text="Jobs a tenant may submit per month."),
+                ),
+                ("rate_multiplier", models.FloatField(default=1.0)),
+                (
+                    "submit_rate",
+                    models.CharField(default="10/s", help_text="Celery notation.", max_length=20),
+                ),
+                (
+                    "concurrency",
+                    models.PositiveIntegerField(help_text="Jobs of one tenant running at once."),
+                ),
+                ("max_schedules", models.PositiveIntegerField()),
+                (
+                    "min_interval_seconds",
+                    models.PositiveIntegerField(help_text="Shortest interval schedule."),
+                ),
+                (
+                    "retention_days",
+                    models.PositiveIntegerField(help_text="How long finished jobs are kept."),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['monthly_job_quota'],
+                "ordering": ["monthly_job_quota"],
             },
         ),
     ]

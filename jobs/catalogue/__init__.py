@@ -81,7 +81,9 @@ class JobType:
         return args
 
     def retry_countdown(self, attempt: int) -> float:
-        return float(min(self.retry_backoff_seconds * 2 ** (attempt - 1), self.retry_backoff_max_seconds))
+        return float(
+            min(self.retry_backoff_seconds * 2 ** (attempt - 1), self.retry_backoff_max_seconds)
+        )
 
 
 @cache

@@ -1,0 +1,159 @@
+"""The JSON API, version 1 (CONTRACT.md "HTTP API"), served under /api/v1/ on every host.
+
+The key decides the tenant: authentication activates the key's tenant for the request, and a key
+used on another tenant's host is refused. Every error is the JSON envelope of api_errors; a
+database outage is a 503 (nothing was accepted), never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.http import HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+from saas_platform.api_errors import ApiError, api_error_response, error_response
+from saas_platform.api_parser import BadJSON, StrictJSONParser
+
+from tenants.models import ApiKey
+from tenants.selectors import KeyRefusal, apikey_authenticate
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+_REFUSALS = {
+    KeyRefusal.MALFORMED: (401, "invalid_api_key", "The API key is not valid."),
+    KeyRefusal.UNKNOWN: (401, "invalid_api_key", "The API key is not valid."),
+    KeyRefusal.REVOKED: (401, "revoked_api_key", "The API key was revoked."),
+    KeyRefusal.EXPIRED: (401, "expired_api_key", "The API key has expired."),
+    KeyRefusal.SUSPENDED: (403, "tenant_suspended", "This tenant is suspended."),
+}
+
+
+class ApiKeyAuth(HttpBearer):
+    """`Authorization: Bearer <key>`; activates the key's tenant. Never logs the key."""
+
+    def __call__(self, request: HttpRequest) -> ApiKey:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthenticated", "Send the header Authorization: Bearer <key>.")
+        return self.authenticate(request, token.strip())
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
+        check = apikey_authenticate(token)
+        if check.api_key is None:
+            assert check.refusal is not None
+            status, code, message = _REFUSALS[check.refusal]
+            raise ApiError(status, code, message)
+        api_key = check.api_key
+        host_tenant = getattr(request, "tenant", None)
+        if host_tenant is not None and host_tenant.pk != api_key.tenant_id:
+            raise ApiError(401, "wrong_host", "This key belongs to another tenant's host.")
+        request.tenant = api_key.tenant  # type: ignore[attr-defined]
+        connection.set_tenant(api_key.tenant)
+        return api_key
+
+
+def require_scope(request: HttpRequest, scope: str) -> ApiKey:
+    api_key: ApiKey = request.auth  # type: ignore[attr-defined]
+    if scope not in api_key.scopes:
+        raise ApiError(403, "insufficient_scope", f"This key lacks the scope {scope}.")
+    return api_key
+
+
+api = NinjaAPI(
+    title="Background jobs API",
+    version="1",
+    description="Submit and track background jobs for your tenant.",
+    auth=ApiKeyAuth(),
+    parser=StrictJSONParser(),
+    urls_namespace="api-v1",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return api_error_response(request, exc)
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    details = [
+        {
+            "path": "/".join(str(p) for p in error.get("loc", ())),
+            "message": error.get("msg", ""),
+            "type": error.get("type", ""),
+        }
+        for error in exc.errors
+    ]
+    return error_response(422, "invalid_request", "The request has invalid values.", details)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return error_response(401, "unauthenticated", "Send the header Authorization: Bearer <key>.")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if exc.status_code == 400 and isinstance(exc.__cause__, BadJSON):
+        return error_response(400, "malformed_json", str(exc.__cause__))
+    if exc.status_code == 400:
+        return error_response(400, "malformed_request", str(exc))
+    return error_response(exc.status_code, "error", str(exc))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return error_response(
+        413, "too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
+    )
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_down(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
+    logger.error("database unavailable: %s", exc)
+    # Drop the broken connection so the next request reconnects.
+    connection.close_if_unusable_or_obsolete()
+    return error_response(
+        503, "unavailable", "A backing service is unavailable; nothing was accepted.",
+        headers={"Retry-After": "5"},
+    )  # fmt: skip
+
+
+def _routers() -> None:
+    from billing.api import router as billing_router
+    from jobs.api import router as jobs_router
+
+    api.add_router("/", jobs_router)
+    api.add_router("/", billing_router)
+
+
+_routers()
+
+
+def api_body_limit(get_response: Any) -> Any:
+    """Middleware: 413 for API bodies declared larger than the limit, before anything is read."""
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/api/"):
+            try:
+                length = int(request.headers.get("Content-Length") or 0)
+            except ValueError:
+                return error_response(400, "malformed_request", "Bad Content-Length header.")
+            if length > MAX_BODY_BYTES:
+                return error_response(
+                    413, "too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
+                )
+        response: HttpResponse = get_response(request)
+        return response
+
+    return middleware
