@@ -8,7 +8,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 from pydantic import ConfigDict
 from saas_platform.api import require_scope
 from saas_platform.api_errors import ApiError
@@ -166,7 +166,7 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
 
 
 @router.post("/jobs", response={202: JobOut}, summary="Submit a job")
-def submit(request: HttpRequest, payload: SubmitIn) -> tuple[int, dict[str, Any]]:
+def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
@@ -177,11 +177,11 @@ def submit(request: HttpRequest, payload: SubmitIn) -> tuple[int, dict[str, Any]
         )
     except (JobSubmitError, UnknownJobType, JobArgsError) as exc:
         raise _submit_error(exc) from None
-    return 202, JobOut.from_job(job)
+    return Status(202, JobOut.from_job(job))
 
 
 @router.post("/jobs/batch", response={202: BatchOut}, summary="Submit up to 1000 jobs, all or none")
-def submit_batch(request: HttpRequest, payload: BatchIn) -> tuple[int, dict[str, Any]]:
+def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     try:
         jobs = job_submit_many(
@@ -194,7 +194,7 @@ def submit_batch(request: HttpRequest, payload: BatchIn) -> tuple[int, dict[str,
             index = exc.details.get("index")
             exc.details = exc.details.get("details")
         raise _submit_error(exc, index=index) from None
-    return 202, {"jobs": [JobOut.from_job(job) for job in jobs]}
+    return Status(202, {"jobs": [JobOut.from_job(job) for job in jobs]})
 
 
 @router.get("/jobs/{job_id}", response=JobOut, summary="One job")
@@ -226,13 +226,13 @@ def cancel(request: HttpRequest, job_id: str) -> dict[str, Any]:
 
 
 @router.post("/jobs/{job_id}/retry", response={202: JobOut}, summary="Run a failed job again")
-def retry(request: HttpRequest, job_id: str) -> tuple[int, dict[str, Any]]:
+def retry(request: HttpRequest, job_id: str) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     try:
         job = job_retry(job=_job_or_404(job_id))
     except JobStateError as exc:
         raise ApiError(409, exc.code, str(exc)) from None
-    return 202, JobOut.from_job(job)
+    return Status(202, JobOut.from_job(job))
 
 
 __all__ = ["JobStatus", "router"]

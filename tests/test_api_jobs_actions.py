@@ -1,0 +1,165 @@
+"""POST /api/v1/jobs/batch, /jobs/{id}/cancel, /jobs/{id}/retry, and GET /api/v1/usage."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.models import Job
+from tests.api_client import call
+from tests.jobs_helpers import wait_final
+
+
+def _count(tenant) -> int:
+    with tenant:
+        return Job.objects.count()
+
+
+def _add(x: int) -> dict:
+    return {"type": "demo.add", "args": {"x": x, "y": 1}}
+
+
+# --- batch -----------------------------------------------------------------------------------
+
+
+def test_a_batch_is_accepted_whole(tenant_db):
+    answer = call(
+        "POST", "/jobs/batch", key=tenant_db.acme_key, body={"jobs": [_add(i) for i in range(50)]}
+    )
+    assert answer.status == 202
+    assert len(answer.body["jobs"]) == 50
+    with tenant_db.acme:
+        assert Job.objects.filter(id__in=[j["id"] for j in answer.body["jobs"]]).count() == 50
+
+
+def test_a_batch_with_one_bad_job_writes_none_and_says_which(tenant_db):
+    before = _count(tenant_db.acme)
+    jobs = [_add(i) for i in range(10)]
+    jobs[7] = {"type": "demo.add", "args": {"x": "seven", "y": 1}}
+    answer = call("POST", "/jobs/batch", key=tenant_db.acme_key, body={"jobs": jobs})
+    assert (answer.status, answer.error_code) == (422, "invalid_args")
+    assert answer.body["error"]["details"]["index"] == 7
+    assert _count(tenant_db.acme) == before
+
+
+def test_a_batch_over_1000_or_empty_is_refused(tenant_db):
+    before = _count(tenant_db.acme)
+    assert (
+        call("POST", "/jobs/batch", key=tenant_db.acme_key, body={"jobs": [_add(1)] * 1001}).status
+        == 422
+    )
+    assert call("POST", "/jobs/batch", key=tenant_db.acme_key, body={"jobs": []}).status == 422
+    assert _count(tenant_db.acme) == before
+
+
+def test_a_batch_of_1000_is_accepted(tenant_db):
+    jobs = [{**_add(i), "delay_seconds": 3600} for i in range(1000)]
+    answer = call("POST", "/jobs/batch", key=tenant_db.globex_key, body={"jobs": jobs})
+    assert answer.status == 202
+    assert len(answer.body["jobs"]) == 1000
+
+
+def test_a_batch_needs_the_write_scope(tenant_db):
+    from tenants.services import apikey_create
+
+    read_only = apikey_create(tenant=tenant_db.acme, scopes=["jobs:read"]).plaintext
+    assert call("POST", "/jobs/batch", key=read_only, body={"jobs": [_add(1)]}).status == 403
+
+
+# --- cancel ----------------------------------------------------------------------------------
+
+
+def _scheduled(key: str) -> dict:
+    answer = call("POST", "/jobs", key=key, body={**_add(1), "delay_seconds": 3600})
+    assert answer.status == 202
+    return answer.body
+
+
+def test_it_cancels_a_job_not_yet_finished(tenant_db):
+    job = _scheduled(tenant_db.acme_key)
+    answer = call("POST", f"/jobs/{job['id']}/cancel", key=tenant_db.acme_key)
+    assert (answer.status, answer.body["status"]) == (200, "cancelled")
+    again = call("POST", f"/jobs/{job['id']}/cancel", key=tenant_db.acme_key)
+    assert (again.status, again.error_code) == (409, "not_cancellable")
+
+
+def test_globex_cannot_cancel_acmes_job(tenant_db):
+    job = _scheduled(tenant_db.acme_key)
+    answer = call("POST", f"/jobs/{job['id']}/cancel", key=tenant_db.globex_key)
+    assert answer.status == 404
+    with tenant_db.acme:
+        assert Job.objects.get(id=job["id"]).status == "scheduled"
+
+
+@pytest.mark.worker
+def test_a_cancelled_job_never_runs_even_with_its_message_in_the_broker(tenant_db, prefork_worker):
+    job = call("POST", "/jobs", key=tenant_db.acme_key, body={**_add(1), "delay_seconds": 2}).body
+    assert job["status"] == "queued"  # a short delay: the message is already in the broker
+    call("POST", f"/jobs/{job['id']}/cancel", key=tenant_db.acme_key)
+    control = call(
+        "POST", "/jobs", key=tenant_db.acme_key, body={**_add(2), "delay_seconds": 3}
+    ).body
+    wait_final(
+        tenant_db.acme, [control["id"]]
+    )  # a later job has run, so the cancelled one's time passed
+    with tenant_db.acme:
+        cancelled = Job.objects.get(id=job["id"])
+    assert (cancelled.status, cancelled.attempts, cancelled.result) == ("cancelled", 0, None)
+
+
+# --- retry -----------------------------------------------------------------------------------
+
+
+def test_only_failed_or_cancelled_jobs_can_be_retried(tenant_db):
+    job = _scheduled(tenant_db.acme_key)
+    answer = call("POST", f"/jobs/{job['id']}/retry", key=tenant_db.acme_key)
+    assert (answer.status, answer.error_code) == (409, "not_retryable")
+
+
+def test_globex_cannot_retry_acmes_job(tenant_db):
+    job = _scheduled(tenant_db.acme_key)
+    call("POST", f"/jobs/{job['id']}/cancel", key=tenant_db.acme_key)
+    assert call("POST", f"/jobs/{job['id']}/retry", key=tenant_db.globex_key).status == 404
+
+
+@pytest.mark.worker
+def test_a_retried_job_runs_again_as_a_new_attempt(tenant_db, prefork_worker):
+    job = _scheduled(tenant_db.acme_key)
+    call("POST", f"/jobs/{job['id']}/cancel", key=tenant_db.acme_key)
+    with tenant_db.acme:
+        old_task_id = Job.objects.get(id=job["id"]).task_id
+    answer = call("POST", f"/jobs/{job['id']}/retry", key=tenant_db.acme_key)
+    assert (answer.status, answer.body["status"]) == (202, "queued")
+    [done] = wait_final(tenant_db.acme, [job["id"]])
+    assert (done.status, done.result, done.attempts) == ("succeeded", 2, 1)
+    assert done.task_id != old_task_id
+
+
+# --- usage -----------------------------------------------------------------------------------
+
+
+def test_usage_reports_this_periods_jobs_and_the_plans_limits(tenant_db):
+    before = call("GET", "/usage", key=tenant_db.globex_key).body["usage"]["jobs"]
+    call("POST", "/jobs", key=tenant_db.globex_key, body=_add(1))
+    answer = call("GET", "/usage", key=tenant_db.globex_key)
+    assert answer.status == 200
+    assert answer.body["plan"] == "pro"
+    assert answer.body["usage"]["jobs"] == before + 1
+    limits = answer.body["limits"]
+    assert set(limits) == {
+        "jobs_per_month",
+        "submit_rate",
+        "concurrency",
+        "schedules",
+        "min_interval_seconds",
+        "rates",
+    }
+    assert limits["rates"]["demo.add"] == "50/s"  # pro scales the 10/s default by 5
+
+
+def test_usage_is_per_tenant(tenant_db):
+    acme = call("GET", "/usage", key=tenant_db.acme_key).body
+    call("POST", "/jobs", key=tenant_db.globex_key, body=_add(1))
+    assert (
+        call("GET", "/usage", key=tenant_db.acme_key).body["usage"]["jobs"] == acme["usage"]["jobs"]
+    )
+    assert acme["plan"] == "free"

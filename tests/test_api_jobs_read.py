@@ -1,0 +1,89 @@
+"""GET /api/v1/jobs/{id}, GET /api/v1/jobs and GET /api/v1/job-types."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.api_client import call
+
+
+def _submit(key: str, x: int = 1, job_type: str = "demo.add") -> dict:
+    args = {"x": x, "y": 1} if job_type == "demo.add" else {"message": "m"}
+    answer = call(
+        "POST", "/jobs", key=key, body={"type": job_type, "args": args, "delay_seconds": 3600}
+    )
+    assert answer.status == 202
+    return answer.body
+
+
+def test_it_returns_one_job_in_the_contracts_shape(tenant_db):
+    job = _submit(tenant_db.acme_key)
+    answer = call("GET", f"/jobs/{job['id']}", key=tenant_db.acme_key)
+    assert answer.status == 200
+    assert set(answer.body) >= {
+        "id", "type", "args", "status", "attempts", "result", "error", "submitted_by",
+        "schedule", "created_at", "run_at", "started_at", "finished_at",
+    }  # fmt: skip
+    assert answer.body["id"] == job["id"]
+
+
+def test_globex_cannot_see_acmes_job(tenant_db):
+    job = _submit(tenant_db.acme_key)
+    answer = call("GET", f"/jobs/{job['id']}", key=tenant_db.globex_key)
+    assert (answer.status, answer.error_code) == (404, "not_found")
+
+
+def test_an_unknown_or_malformed_id_is_a_404(tenant_db):
+    assert call("GET", f"/jobs/{uuid.uuid4()}", key=tenant_db.acme_key).status == 404
+    assert call("GET", "/jobs/not-a-uuid", key=tenant_db.acme_key).status == 404
+
+
+def test_the_list_is_newest_first_and_pages_with_a_cursor(tenant_db):
+    mine = [_submit(tenant_db.globex_key, x)["id"] for x in range(5)]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        path = "/jobs?limit=2&type=demo.add" + (f"&cursor={cursor}" if cursor else "")
+        page = call("GET", path, key=tenant_db.globex_key)
+        assert page.status == 200
+        seen.extend(item["id"] for item in page.body["items"])
+        cursor = page.body["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen))
+    # The five just submitted come first, newest first.
+    assert seen[:5] == list(reversed(mine))
+
+
+def test_the_list_filters_by_status_and_type(tenant_db):
+    _submit(tenant_db.acme_key, job_type="demo.fail")
+    page = call("GET", "/jobs?status=scheduled&type=demo.fail", key=tenant_db.acme_key)
+    assert page.status == 200
+    assert page.body["items"]
+    assert {(i["status"], i["type"]) for i in page.body["items"]} == {("scheduled", "demo.fail")}
+
+
+def test_the_list_refuses_bad_filters_and_cursors(tenant_db):
+    assert call("GET", "/jobs?status=weird", key=tenant_db.acme_key).status == 422
+    assert call("GET", "/jobs?limit=0", key=tenant_db.acme_key).status == 422
+    assert call("GET", "/jobs?limit=201", key=tenant_db.acme_key).status == 422
+    answer = call("GET", "/jobs?cursor=bm9wZQ", key=tenant_db.acme_key)
+    assert (answer.status, answer.error_code) == (422, "invalid_cursor")
+
+
+def test_globex_never_lists_acmes_jobs(tenant_db):
+    acme_ids = {_submit(tenant_db.acme_key)["id"] for _ in range(3)}
+    page = call("GET", "/jobs?limit=200", key=tenant_db.globex_key)
+    assert acme_ids.isdisjoint({item["id"] for item in page.body["items"]})
+
+
+def test_job_types_lists_the_catalogue_with_schemas(tenant_db):
+    answer = call("GET", "/job-types", key=tenant_db.acme_key)
+    assert answer.status == 200
+    by_name = {item["name"]: item for item in answer.body}
+    assert {"demo.add", "demo.sleep", "demo.fail"} <= set(by_name)
+    assert by_name["demo.add"]["args_schema"]["required"] == ["x", "y"]
+
+
+def test_job_types_needs_a_key(tenant_db):
+    assert call("GET", "/job-types", key=None).status == 401
