@@ -2,8 +2,10 @@
 
 1. Publish jobs that were committed but never published (the broker was down at submit time).
 2. Release `scheduled` jobs whose run_at is near: they go to the broker with an ETA.
-Both read through partial indexes (jobs.models.Job.Meta), so a tenant with nothing to do costs
-one index probe each.
+3. Requeue `running` jobs whose worker died whole (its liveness key expired), under a new task
+   id, so the dead worker's message, if Redis ever restores it, is stale and dropped.
+All read through indexes (jobs.models.Job.Meta), so a tenant with nothing to do costs a few
+index probes.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
+import uuid
+
 from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs.models import Job, JobStatus
 from jobs.publishing import jobs_publish_now_rollback_unsafe
 from jobs.services import BROKER_DELAY_LIMIT
+from saas_platform.worker_liveness import heartbeat_ttl, workers_alive
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +35,7 @@ BATCH = 500
 class ReconcileReport:
     republished: int
     released: int
+    rescued: int
 
 
 def jobs_release_due() -> int:
@@ -67,6 +73,43 @@ def jobs_republish_unpublished() -> int:
     return published
 
 
+def _node(worker: str) -> str:
+    return worker.rsplit(":", 1)[0]
+
+
+def jobs_rescue_from_dead_workers() -> int:
+    """Requeue running jobs whose worker's liveness key is gone."""
+    # Younger jobs may belong to a worker whose first heartbeat is still on its way.
+    cutoff = timezone.now() - timedelta(seconds=heartbeat_ttl())
+    running = list(
+        Job.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff)
+        .exclude(worker="")
+        .values_list("id", "worker")[:BATCH]
+    )
+    if not running:
+        return 0
+    alive = workers_alive({_node(worker) for _, worker in running})
+    orphans = [(job_id, worker) for job_id, worker in running if _node(worker) not in alive]
+    rescued: list[Job] = []
+    for job_id, worker in orphans:
+        # Conditional on the same worker: if the job moved on meanwhile, leave it be.
+        updated = Job.objects.filter(id=job_id, status=JobStatus.RUNNING, worker=worker).update(
+            status=JobStatus.QUEUED, task_id=uuid.uuid4(), published_at=None, worker=""
+        )
+        if updated:
+            rescued.append(Job.objects.get(id=job_id))
+    if rescued:
+        logger.warning(
+            "requeued %d jobs of dead workers in %s", len(rescued), connection.schema_name
+        )
+        jobs_publish_now_rollback_unsafe(rescued)
+    return len(rescued)
+
+
 def tenant_reconcile() -> ReconcileReport:
     """One pass for the active tenant."""
-    return ReconcileReport(republished=jobs_republish_unpublished(), released=jobs_release_due())
+    return ReconcileReport(
+        republished=jobs_republish_unpublished(),
+        released=jobs_release_due(),
+        rescued=jobs_rescue_from_dead_workers(),
+    )

@@ -41,9 +41,10 @@ RETURNING type, args, attempts, max_attempts
 """
 
 
-def job_claim(*, job_id: str, task_id: str) -> ClaimedJob | None:
-    # The pid is read per call: pool children are forked after this module is imported.
-    worker = f"{_HOSTNAME}:{os.getpid()}"
+def job_claim(*, job_id: str, task_id: str, nodename: str | None = None) -> ClaimedJob | None:
+    # "<worker node name>:<pid>": the node name is what the liveness check knows; the pid is read
+    # per call because pool children are forked after this module is imported.
+    worker = f"{nodename or _HOSTNAME}:{os.getpid()}"
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [worker, job_id, task_id])
         row = cursor.fetchone()

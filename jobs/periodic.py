@@ -19,7 +19,7 @@ def jobs_reconcile() -> dict[str, int]:
     from jobs.maintenance import tenant_reconcile
     from tenants.models import Tenant
 
-    totals = {"tenants": 0, "republished": 0, "released": 0, "errors": 0}
+    totals = {"tenants": 0, "republished": 0, "released": 0, "rescued": 0, "errors": 0}
     # Suspended tenants included: work they had accepted still has to finish.
     for tenant_id in Tenant.objects.filter(is_template=False).values_list("pk", flat=True):
         try:
@@ -32,4 +32,5 @@ def jobs_reconcile() -> dict[str, int]:
         totals["tenants"] += 1
         totals["republished"] += report.republished
         totals["released"] += report.released
+        totals["rescued"] += report.rescued
     return totals

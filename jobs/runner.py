@@ -36,7 +36,7 @@ def _error_text(exc: BaseException) -> str:
 
 def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     task_id = str(task.request.id)
-    claimed = job_claim(job_id=job_id, task_id=task_id)
+    claimed = job_claim(job_id=job_id, task_id=task_id, nodename=task.request.hostname)
     if claimed is None:
         raise Ignore()
     if claimed.attempts > claimed.max_attempts:

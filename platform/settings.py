@@ -175,6 +175,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 JOBS_RECONCILE_SECONDS = env_int("JOBS_RECONCILE_SECONDS", 10, minimum=1)
+# Workers refresh a liveness key this often (TTL three times that); the reconciler requeues the
+# running jobs of a worker whose key expired. 10 s + 30 s TTL + 10 s reconcile: well within the
+# contract's 2 minutes.
+WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "jobs-reconcile": {
         "task": "platform.jobs_reconcile",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -13,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import psutil
 from django.conf import settings
 from saas_platform.urls_to_settings import database_url_with_name
 
@@ -33,14 +36,28 @@ def worker_environment() -> dict[str, str]:
 class WorkerProcess:
     """`celery -A saas_platform worker` in a child process, stopped (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, *, pool: str, concurrency: int, queues: str = "default") -> None:
+    def __init__(
+        self,
+        *,
+        pool: str,
+        concurrency: int,
+        queues: str = "default",
+        beat: bool = False,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
         self.pool = pool
+        self.extra_env = env or {}
+        self.nodename = f"{name or 'test-' + pool}-{os.getpid()}@%h"
         self.args = [
             CELERY, "-A", "saas_platform", "worker", "-l", "INFO",
             "-P", pool, "-c", str(concurrency), "-Q", queues,
-            "-n", f"test-{pool}-{os.getpid()}@%h",
+            "-n", self.nodename,
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
+        if beat:
+            # Embedded beat with a schedule file of its own (DatabaseScheduler keeps it in the db).
+            self.args += ["-B", "-s", os.path.join(tempfile.mkdtemp(), "beat-schedule")]
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
@@ -49,7 +66,7 @@ class WorkerProcess:
         self.process = subprocess.Popen(
             self.args,
             cwd=REPO,
-            env=worker_environment(),
+            env={**worker_environment(), **self.extra_env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -82,6 +99,15 @@ class WorkerProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def kill_everything(self) -> None:
+        """SIGKILL the main process and its pool children at once: a worker dying whole."""
+        assert self.process is not None
+        parent = psutil.Process(self.process.pid)
+        for process in [*parent.children(recursive=True), parent]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        self.process.wait(10)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
