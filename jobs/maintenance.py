@@ -11,18 +11,17 @@ index probes.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-import uuid
-
 from django.db import connection, transaction
 from django.utils import timezone
+from saas_platform.worker_liveness import heartbeat_ttl, workers_alive
 
 from jobs.models import Job, JobStatus
 from jobs.publishing import jobs_publish_now_rollback_unsafe
 from jobs.services import BROKER_DELAY_LIMIT
-from saas_platform.worker_liveness import heartbeat_ttl, workers_alive
 
 logger = logging.getLogger(__name__)
 

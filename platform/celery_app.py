@@ -17,5 +17,5 @@ app.conf.CELERY_DB_REUSE_MAX = 1_000_000
 app.autodiscover_tasks(["saas_platform", "jobs", "tenants", "billing"])
 
 # Signal handlers: the tenant's trip through publish/prerun/postrun, and worker heartbeats.
-import saas_platform.tenant_context  # noqa: E402, F401
+import saas_platform.tenant_context  # noqa: E402
 import saas_platform.worker_liveness  # noqa: E402, F401

@@ -8,6 +8,7 @@ broker's visibility timeout (hours). Lost pool children are Celery's business
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -66,7 +67,5 @@ def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
     _stop.set()
     nodename = getattr(sender, "hostname", None)
     if nodename:
-        try:
+        with contextlib.suppress(redis.RedisError):  # the key expires by itself anyway
             _client().delete(_key(nodename))
-        except redis.RedisError:
-            pass  # the key expires by itself
