@@ -52,6 +52,8 @@ def _send(job: Job, producer: Any) -> None:
         options["eta"] = job.run_at
     if job.time_limit_seconds is not None:
         options["time_limit"] = job.time_limit_seconds
+    # The API's priority runs 0 (lowest) to 9 (highest); Redis serves broker priority 0 first.
+    options["priority"] = 9 - job.priority
     app.send_task(job.type, **options)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from django.conf import settings
@@ -35,6 +36,17 @@ def check_tenancy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                 id="saas_platform.E003",
             )
         )
+    for network in settings.OUTBOUND_HTTP_ALLOWED_NETWORKS:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            problems.append(
+                Error(
+                    f"OUTBOUND_HTTP_ALLOWED_NETWORKS has {network!r}, which is not a network.",
+                    hint="Give comma-separated CIDRs such as 10.0.0.0/8,192.168.1.0/24.",
+                    id="saas_platform.E004",
+                )
+            )
     if not settings.DEBUG and settings.BASE_DOMAIN == "localhost":
         problems.append(
             Warning(

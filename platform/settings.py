@@ -157,6 +157,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
     "global_keyprefix": REDIS_KEY_PREFIX,
     "socket_connect_timeout": 2,
+    # Per-priority lists in Redis, consumed highest priority first (job priority, jobs.publishing).
+    "queue_order_strategy": "priority",
+    "priority_steps": list(range(10)),
 }
 CELERY_RESULT_EXPIRES = None  # retention is per plan, enforced by our own cleanup
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

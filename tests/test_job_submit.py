@@ -29,33 +29,44 @@ DAY = 24 * 60 * 60
 
 
 class Broker:
-    """The Redis list behind the `default` queue, read directly (no consumer in this module)."""
+    """The Redis lists behind the `default` queue, read directly (no consumer in this module).
+
+    kombu keeps one list per priority step: the queue's own name for priority 0, then
+    `<name>\\x06\\x16<step>` for the others (settings: priority_steps 0..9).
+    """
 
     def __init__(self) -> None:
         self.client = redis.Redis.from_url(os.environ["REDIS_URL"], db=0)
-        self.key = os.environ["REDIS_KEY_PREFIX"] + "default"
+        base = os.environ["REDIS_KEY_PREFIX"] + "default"
+        self.keys = [base] + [f"{base}\x06\x16{step}" for step in range(1, 10)]
         self.start = self.snapshot()
 
     def snapshot(self) -> list[bytes]:
-        return self.client.lrange(self.key, 0, -1)
+        return [raw for key in self.keys for raw in self.client.lrange(key, 0, -1)]
 
     def length(self) -> int:
-        return self.client.llen(self.key)
+        return sum(self.client.llen(key) for key in self.keys)
 
     def new_since(self, snapshot: list[bytes]) -> list[bytes]:
         added = Counter(self.snapshot()) - Counter(snapshot)
         return list(added.elements())
 
+    def _remove(self, raw: bytes) -> int:
+        for key in self.keys:
+            if self.client.lrem(key, 1, raw):
+                return 1
+        return 0
+
     def take(self, raw: bytes) -> dict:
         """Remove one message from the queue and return it decoded (envelope, body)."""
-        assert self.client.lrem(self.key, 1, raw) == 1
+        assert self._remove(raw) == 1
         message = json.loads(raw)
         message["decoded_body"] = json.loads(base64.b64decode(message["body"]))
         return message
 
     def cleanup(self) -> None:
         for raw in self.new_since(self.start):
-            self.client.lrem(self.key, 1, raw)
+            self._remove(raw)
 
 
 @pytest.fixture
