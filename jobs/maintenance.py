@@ -15,8 +15,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
+from saas_platform.db import connection
 from saas_platform.worker_liveness import heartbeat_ttl, workers_alive
 
 from jobs.models import Job, JobStatus

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import states
-from django.db import connection
 from django.db.models.functions import Now
+from saas_platform.db import connection
 
 from jobs.catalogue import catalogue
 from jobs.models import FINAL_STATUSES, Job, JobStatus

@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
-from django.db import connection
+from saas_platform.db import connection
 
 from jobs.catalogue import JobContext, PermanentJobError, job_type_get
 from jobs.outcomes import (

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import states
-from django.db import connection
 from django_celery_results.backends.database import DatabaseBackend
 from django_tenants.utils import get_public_schema_name
+from saas_platform.db import connection
 from saas_platform.tenant_context import headers_tenant_id, tenant_activated
 
 

@@ -19,8 +19,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 from django_tenants.utils import get_public_schema_name
+from saas_platform.db import connection
 
 TENANT_ID_HEADER = "tenant_id"
 TENANT_SCHEMA_HEADER = "tenant_schema"

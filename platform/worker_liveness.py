@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 _stop = threading.Event()
 
 
-def _client() -> redis.Redis:
+def _client() -> redis.Redis[bytes]:
     return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
 
 

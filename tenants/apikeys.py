@@ -64,7 +64,8 @@ def key_parse(plaintext: str) -> ParsedKey | None:
 
 
 def key_hash(plaintext: str) -> str:
-    secret = settings.SECRET_KEY.encode()
+    configured = settings.SECRET_KEY
+    secret = configured.encode() if isinstance(configured, str) else configured
     return hmac.new(secret, plaintext.encode(), hashlib.sha256).hexdigest()
 
 

@@ -8,15 +8,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.urls import set_urlconf
 from django_tenants.utils import remove_www
+from saas_platform.db import connection
 
 from tenants.models import Domain
+
+logger = logging.getLogger(__name__)
 
 _DEV_PUBLIC_HOSTS = frozenset({"127.0.0.1", "testserver"})
 
@@ -36,14 +40,23 @@ class TenantHostMiddleware:
             if host == settings.BASE_DOMAIN or (settings.DEBUG and host in _DEV_PUBLIC_HOSTS):
                 # The API may still activate a tenant here: the one its key belongs to.
                 request.tenant = None  # type: ignore[attr-defined]
-                request.urlconf = settings.PUBLIC_SCHEMA_URLCONF
-                set_urlconf(request.urlconf)
+                # Django honours request.urlconf; django-stubs does not declare it.
+                request.urlconf = settings.PUBLIC_SCHEMA_URLCONF  # type: ignore[attr-defined]
+                set_urlconf(settings.PUBLIC_SCHEMA_URLCONF)
                 return self.get_response(request)
-            domain = (
-                Domain.objects.select_related("tenant")
-                .filter(domain=host, tenant__is_template=False)
-                .first()
-            )
+            try:
+                domain = (
+                    Domain.objects.select_related("tenant")
+                    .filter(domain=host, tenant__is_template=False)
+                    .first()
+                )
+            except (OperationalError, InterfaceError) as exc:
+                # The database is down: a 503 (the API's envelope is added by api_body_limit).
+                logger.error("database unavailable: %s", exc)
+                connection.close_if_unusable_or_obsolete()
+                unavailable = HttpResponse(b"Service unavailable.", status=503)
+                unavailable["Retry-After"] = "5"
+                return unavailable
             if domain is None:
                 return HttpResponseNotFound(b"No tenant lives at this host.")
             tenant = domain.tenant

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.management import call_command
-from django.db import connection, transaction
+from django.db import transaction
 from django_tenants.clone import CloneSchema
 from django_tenants.utils import schema_exists
+from saas_platform.db import connection
 
 from billing.selectors import DEFAULT_PLAN_SLUG, plan_get
 from tenants.models import Tenant

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from django.db import connection
+from saas_platform.db import connection
 
 
 def tenant_user_create(*, email: str, password: str | None, is_admin: bool = False) -> AbstractUser:
@@ -21,4 +21,4 @@ def tenant_user_create(*, email: str, password: str | None, is_admin: bool = Fal
     user = user_model.objects.create_user(username=normalized, email=normalized, password=password)
     user.is_staff = is_admin  # tenant admin inside this tenant's portal; no operator rights
     user.save(update_fields=["is_staff"])
-    return user  # type: ignore[return-value]  # get_user_model() is AbstractUser here
+    return user
