@@ -7,17 +7,20 @@ database outage is a 503 (nothing was accepted), never a 500.
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.core.handlers.wsgi import LimitedStream
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 from saas_platform.api_errors import ApiError, api_error_response, error_response
 from saas_platform.api_parser import BadJSON, StrictJSONParser
+from saas_platform.db import connection
 
 from tenants.models import ApiKey
 from tenants.selectors import KeyRefusal, apikey_authenticate
@@ -112,9 +115,7 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 @api.exception_handler(RequestDataTooBig)
 def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return error_response(
-        413, "too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
-    )
+    return _too_large()
 
 
 @api.exception_handler(OperationalError)
@@ -140,20 +141,79 @@ def _routers() -> None:
 _routers()
 
 
+_PLAIN_ERRORS = {
+    404: ("not_found", "Not found."),
+    405: ("method_not_allowed", "This endpoint does not accept that method."),
+    503: ("unavailable", "A backing service is unavailable; nothing was accepted."),
+}
+
+
+def _enveloped(response: HttpResponse) -> HttpResponse:
+    """Errors answered outside the API's handlers (unknown path, wrong method, unknown host)
+    still get the error envelope, keeping their status and headers such as Allow."""
+    if response.status_code < 400 or response.get("Content-Type", "").startswith(
+        "application/json"
+    ):
+        return response
+    code, message = _PLAIN_ERRORS.get(response.status_code, ("error", response.reason_phrase))
+    enveloped = error_response(response.status_code, code, message)
+    for name in ("Allow", "Retry-After"):
+        if response.has_header(name):
+            enveloped[name] = response[name]
+    return enveloped
+
+
+def _too_large() -> HttpResponse:
+    return error_response(
+        413, "too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
+    )
+
+
+def _read_unsized_body(request: HttpRequest) -> bytes | None:
+    """A body sent without Content-Length (chunked), read here up to one byte over the limit.
+
+    Django reads such a body as empty; servers that de-chunk the body and end the stream say so
+    with `wsgi.input_terminated` (gunicorn does), and only then is reading to the end safe.
+    Returns None when there is nothing to read this way.
+    """
+    meta = request.META
+    if meta.get("CONTENT_LENGTH") or not meta.get("wsgi.input_terminated"):
+        return None
+    if "chunked" not in request.headers.get("Transfer-Encoding", "").lower():
+        return None
+    stream = meta["wsgi.input"]
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_BODY_BYTES:
+        chunk = stream.read(min(64 * 1024, MAX_BODY_BYTES + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 def api_body_limit(get_response: Any) -> Any:
-    """Middleware: 413 for API bodies declared larger than the limit, before anything is read."""
+    """Middleware: 413 for API bodies larger than the limit, before Django reads them (declared
+    by Content-Length, or counted for a chunked body); every API error in the JSON envelope."""
 
     def middleware(request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/api/"):
-            try:
-                length = int(request.headers.get("Content-Length") or 0)
-            except ValueError:
-                return error_response(400, "malformed_request", "Bad Content-Length header.")
-            if length > MAX_BODY_BYTES:
-                return error_response(
-                    413, "too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
-                )
-        response: HttpResponse = get_response(request)
-        return response
+        if not request.path.startswith("/api/"):
+            response: HttpResponse = get_response(request)
+            return response
+        try:
+            length = int(request.headers.get("Content-Length") or 0)
+        except ValueError:
+            return error_response(400, "malformed_request", "Bad Content-Length header.")
+        if length > MAX_BODY_BYTES:
+            return _too_large()
+        unsized = _read_unsized_body(request)
+        if unsized is not None:
+            if len(unsized) > MAX_BODY_BYTES:
+                return _too_large()
+            # From here on Django reads the body as if it had been sent with its length.
+            request.META["CONTENT_LENGTH"] = str(len(unsized))
+            request._stream = LimitedStream(io.BytesIO(unsized), len(unsized))  # type: ignore[assignment]
+        return _enveloped(get_response(request))
 
     return middleware

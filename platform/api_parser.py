@@ -12,7 +12,9 @@ import math
 from typing import Any
 
 from django.http import HttpRequest
+from django.utils.datastructures import MultiValueDict
 from ninja.parser import Parser
+from saas_platform.api_errors import ApiError
 
 MAX_DEPTH = 32
 
@@ -80,3 +82,17 @@ def loads_strict(raw: bytes) -> Any:
 class StrictJSONParser(Parser):
     def parse_body(self, request: HttpRequest) -> Any:
         return loads_strict(request.body)
+
+    def parse_querydict(
+        self, data: MultiValueDict[str, Any], list_fields: list[str], request: HttpRequest
+    ) -> dict[str, Any]:
+        # Query strings reach SQL too: a NUL there is a 400 here, not a DataError (500) later.
+        for key, values in data.lists():
+            try:
+                _check_string(key)
+                for value in values:
+                    if isinstance(value, str):
+                        _check_string(value)
+            except BadJSON as exc:
+                raise ApiError(400, "malformed_request", f"query parameters: {exc}") from None
+        return super().parse_querydict(data, list_fields, request)
