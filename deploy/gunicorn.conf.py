@@ -1,4 +1,4 @@
-"""gunicorn settings for the web process: `gunicorn -c deploy/gunicorn.conf.py saas_platform.wsgi`."""
+"""gunicorn settings: `gunicorn -c deploy/gunicorn.conf.py saas_platform.wsgi`."""
 
 from __future__ import annotations
 
