@@ -31,22 +31,25 @@ class ClaimedJob:
 
 # One round trip: claim the job for this attempt and read what is needed to run it. A message
 # whose task id is not the job's current one is stale (the job was cancelled or retried).
-# "running" is claimable too: that is a redelivery after the previous attempt's worker was lost.
+# "running" is claimable only by a redelivered message (the broker requeued it because the
+# previous attempt's worker was lost); a mere duplicate of a running job's message is refused.
 _CLAIM_SQL = """
 UPDATE jobs_job
    SET status = 'running', attempts = attempts + 1, started_at = now(), finished_at = NULL,
        worker = %s, ran_in_schema = current_schema()
- WHERE id = %s AND task_id = %s AND status IN ('queued', 'running')
+ WHERE id = %s AND task_id = %s AND (status = 'queued' OR (status = 'running' AND %s))
 RETURNING type, args, attempts, max_attempts
 """
 
 
-def job_claim(*, job_id: str, task_id: str, nodename: str | None = None) -> ClaimedJob | None:
+def job_claim(
+    *, job_id: str, task_id: str, nodename: str | None = None, redelivered: bool = False
+) -> ClaimedJob | None:
     # "<worker node name>:<pid>": the node name is what the liveness check knows; the pid is read
     # per call because pool children are forked after this module is imported.
     worker = f"{nodename or _HOSTNAME}:{os.getpid()}"
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [worker, job_id, task_id])
+        cursor.execute(_CLAIM_SQL, [worker, job_id, task_id, redelivered])
         row = cursor.fetchone()
     if row is None:
         return None

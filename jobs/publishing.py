@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 from saas_platform.celery_app import app
 from saas_platform.tenant_context import active_tenant, tenant_activated
@@ -22,6 +22,9 @@ from saas_platform.tenant_context import active_tenant, tenant_activated
 from jobs.models import Job, JobStatus
 
 logger = logging.getLogger(__name__)
+
+# Messages per Redis pipeline (a batch submission is at most 1000 jobs: one pipeline).
+_PIPELINE_SIZE = 1000
 
 
 def jobs_publish_on_commit(jobs: Sequence[Job]) -> None:
@@ -63,18 +66,26 @@ def jobs_publish_now_rollback_unsafe(jobs: Sequence[Job]) -> int:
     A broker failure is logged, not raised: the rows stay unpublished and the reconciler retries.
     """
     published: list[Any] = []
-    try:
-        with app.producer_or_acquire() as producer:
-            for job in jobs:
-                _send(job, producer)
-                published.append(job.id)
-    except (KombuOperationalError, RedisError, OSError) as exc:
-        logger.warning(
-            "broker unavailable, %d of %d jobs left for the reconciler: %s",
-            len(jobs) - len(published),
-            len(jobs),
-            exc,
-        )
+    for start in range(0, len(jobs), _PIPELINE_SIZE):
+        chunk = jobs[start : start + _PIPELINE_SIZE]
+        try:
+            # One Redis pipeline per chunk instead of a round trip per message; the chunk is
+            # sent when the block exits, so it counts as published only after that.
+            with app.producer_or_acquire() as producer, producer.batch(max_size=len(chunk)):
+                for job in chunk:
+                    _send(job, producer)
+        except (KombuError, RedisError, OSError) as exc:
+            # Includes BatchPublishError ("delivery is uncertain"): the rows stay unpublished and
+            # the reconciler sends them again. A duplicate is harmless: the runner's claim lets
+            # only one message run a job.
+            logger.warning(
+                "broker unavailable, %d of %d jobs left for the reconciler: %s",
+                len(jobs) - len(published),
+                len(jobs),
+                exc,
+            )
+            break
+        published.extend(job.id for job in chunk)
     if published:
         Job.objects.filter(id__in=published).update(published_at=timezone.now())
     return len(published)

@@ -36,7 +36,11 @@ def _error_text(exc: BaseException) -> str:
 
 def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     task_id = str(task.request.id)
-    claimed = job_claim(job_id=job_id, task_id=task_id, nodename=task.request.hostname)
+    # kombu marks a message it puts back after a lost worker as redelivered.
+    redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    claimed = job_claim(
+        job_id=job_id, task_id=task_id, nodename=task.request.hostname, redelivered=redelivered
+    )
     if claimed is None:
         raise Ignore()
     if claimed.attempts > claimed.max_attempts:

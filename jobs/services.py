@@ -11,11 +11,12 @@ import hashlib
 import json
 import logging
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -146,7 +147,10 @@ def job_submit(
         if existing is not None:
             return _replay(existing, job)
     try:
-        with transaction.atomic():
+        # Inside a caller's transaction, a savepoint keeps an idempotency race from breaking it.
+        # Otherwise the single INSERT commits on its own (two round trips fewer than
+        # BEGIN/COMMIT) and the on_commit publish runs right after it.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
             job.save(force_insert=True)
             jobs_publish_on_commit([job])
     except IntegrityError:

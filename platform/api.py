@@ -21,6 +21,7 @@ from ninja.security import HttpBearer
 from saas_platform.api_errors import ApiError, api_error_response, error_response
 from saas_platform.api_parser import BadJSON, StrictJSONParser
 from saas_platform.db import connection
+from saas_platform.tenant_context import tenant_enter
 
 from tenants.models import ApiKey
 from tenants.selectors import KeyRefusal, apikey_authenticate
@@ -58,7 +59,7 @@ class ApiKeyAuth(HttpBearer):
         if host_tenant is not None and host_tenant.pk != api_key.tenant_id:
             raise ApiError(401, "wrong_host", "This key belongs to another tenant's host.")
         request.tenant = api_key.tenant  # type: ignore[attr-defined]
-        connection.set_tenant(api_key.tenant)
+        tenant_enter(api_key.tenant)
         return api_key
 
 

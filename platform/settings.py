@@ -67,6 +67,10 @@ TENANT_CREATION_FAKES_MIGRATIONS = True
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = False
 TENANT_MULTIPROCESSING_MAX_PROCESSES = env_int("TENANT_MIGRATE_PROCESSES", 2, minimum=1)
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+# Issue `SET search_path` only after a switch, not before every statement (django-tenants'
+# default). Switches that change nothing are skipped (tenant_context.tenant_enter), so most
+# requests and tasks send no SET at all. Rollbacks re-arm it (django-tenants handles that).
+TENANT_LIMIT_SET_CALLS = True
 
 MIDDLEWARE = [
     "saas_platform.api.api_body_limit",

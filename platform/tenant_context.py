@@ -85,13 +85,27 @@ def headers_tenant_id(source: Any) -> int | None:
 def tenant_activate(tenant_id: int | None) -> None:
     """Make `tenant_id`'s schema (or public, for None) active on this thread's connection."""
     if tenant_id is None:
-        if connection.schema_name != get_public_schema_name():
-            connection.set_schema_to_public()
+        tenant_enter(None)
         return
     current = active_tenant()
     if current is not None and current.pk == tenant_id:
         return  # already there: skip set_tenant, which would force another SET search_path
     connection.set_tenant(tenant_by_id(tenant_id))
+
+
+def tenant_enter(tenant: Any | None) -> None:
+    """Like tenant_activate, for a tenant row already at hand (None: public).
+
+    django-tenants issues a new `SET search_path` after every switch, even to the schema already
+    active; skipping no-op switches saves that round trip on most requests and tasks.
+    """
+    if tenant is None:
+        if connection.schema_name != get_public_schema_name():
+            connection.set_schema_to_public()
+        return
+    current = active_tenant()
+    if current is None or current.pk != tenant.pk:
+        connection.set_tenant(tenant)
 
 
 @contextmanager

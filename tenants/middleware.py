@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.urls import set_urlconf
 from django_tenants.utils import remove_www
 from saas_platform.db import connection
+from saas_platform.tenant_context import tenant_enter
 
 from tenants.models import Domain
 
@@ -35,35 +36,37 @@ class TenantHostMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         host = _host(request)
-        connection.set_schema_to_public()
-        try:
-            if host == settings.BASE_DOMAIN or (settings.DEBUG and host in _DEV_PUBLIC_HOSTS):
-                # The API may still activate a tenant here: the one its key belongs to.
-                request.tenant = None  # type: ignore[attr-defined]
-                # Django honours request.urlconf; django-stubs does not declare it.
-                request.urlconf = settings.PUBLIC_SCHEMA_URLCONF  # type: ignore[attr-defined]
-                set_urlconf(settings.PUBLIC_SCHEMA_URLCONF)
-                return self.get_response(request)
-            try:
-                domain = (
-                    Domain.objects.select_related("tenant")
-                    .filter(domain=host, tenant__is_template=False)
-                    .first()
-                )
-            except (OperationalError, InterfaceError) as exc:
-                # The database is down: a 503 (the API's envelope is added by api_body_limit).
-                logger.error("database unavailable: %s", exc)
-                connection.close_if_unusable_or_obsolete()
-                unavailable = HttpResponse(b"Service unavailable.", status=503)
-                unavailable["Retry-After"] = "5"
-                return unavailable
-            if domain is None:
-                return HttpResponseNotFound(b"No tenant lives at this host.")
-            tenant = domain.tenant
-            tenant.domain_url = host
-            request.tenant = tenant  # type: ignore[attr-defined]
-            connection.set_tenant(tenant)
+        # Every request sets its schema here, explicitly, whatever the previous request on this
+        # connection left (tenant_enter skips the switch, and a SET search_path, when the schema
+        # is already the right one).
+        if host == settings.BASE_DOMAIN or (settings.DEBUG and host in _DEV_PUBLIC_HOSTS):
+            tenant_enter(None)
+            # The API may still activate a tenant here: the one its key belongs to.
+            request.tenant = None  # type: ignore[attr-defined]
+            # Django honours request.urlconf; django-stubs does not declare it.
+            request.urlconf = settings.PUBLIC_SCHEMA_URLCONF  # type: ignore[attr-defined]
+            set_urlconf(settings.PUBLIC_SCHEMA_URLCONF)
             return self.get_response(request)
-        finally:
-            # The next request on this thread starts from public, whatever happened here.
-            connection.set_schema_to_public()
+        try:
+            # Domain and Tenant live in public, which every tenant's search_path includes: the
+            # lookup needs no switch first.
+            domain = (
+                Domain.objects.select_related("tenant")
+                .filter(domain=host, tenant__is_template=False)
+                .first()
+            )
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down: a 503 (the API's envelope is added by api_body_limit).
+            logger.error("database unavailable: %s", exc)
+            connection.close_if_unusable_or_obsolete()
+            unavailable = HttpResponse(b"Service unavailable.", status=503)
+            unavailable["Retry-After"] = "5"
+            return unavailable
+        if domain is None:
+            tenant_enter(None)
+            return HttpResponseNotFound(b"No tenant lives at this host.")
+        tenant = domain.tenant
+        tenant.domain_url = host
+        request.tenant = tenant  # type: ignore[attr-defined]
+        tenant_enter(tenant)
+        return self.get_response(request)

@@ -1,0 +1,46 @@
+"""Query counts on the hot paths (zulip-style): a regression here costs every request."""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from tests.api_client import call
+
+ADD = {"type": "demo.add", "args": {"x": 1, "y": 2}}
+
+
+def _queries(**kwargs) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        answer = call(**kwargs)
+    assert answer.status < 300, answer.body
+    return [q["sql"] for q in captured.captured_queries]
+
+
+def test_a_submit_costs_four_queries_once_warm(tenant_db):
+    request = {
+        "method": "POST",
+        "path": "/jobs",
+        "key": tenant_db.acme_key,
+        "host": "acme.localhost",
+        "body": ADD,
+    }
+    _queries(**request)  # warm: the key's last_used_at, the first SET search_path
+    sql = _queries(**request)
+    # Domain, API key, INSERT, published_at: no SET search_path, no BEGIN/COMMIT.
+    assert len(sql) == 4, sql
+    assert not any(s.startswith("SET search_path") for s in sql)
+
+
+def test_a_job_read_costs_three_queries_once_warm(tenant_db):
+    job_id = call("POST", "/jobs", key=tenant_db.acme_key, host="acme.localhost", body=ADD).body[
+        "id"
+    ]
+    request = {
+        "method": "GET",
+        "path": f"/jobs/{job_id}",
+        "key": tenant_db.acme_key,
+        "host": "acme.localhost",
+    }
+    _queries(**request)
+    assert len(_queries(**request)) == 3  # Domain, API key, the job
