@@ -12,7 +12,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 
 worker_class = "sync"
 timeout = 30
 graceful_timeout = 30
-max_requests = 5000
-max_requests_jitter = 500
+# Recycling bounds slow leaks; at thousands of requests a second a low value restarts workers
+# every few seconds, and each restart shows up as a latency spike.
+max_requests = 50_000
+max_requests_jitter = 5_000
 accesslog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
