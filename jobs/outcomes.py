@@ -61,14 +61,6 @@ def job_claim(
     return ClaimedJob(type=job_type, args=args, attempts=attempts, max_attempts=max_attempts)
 
 
-def job_succeed(*, job_id: str, task_id: str, result: Any) -> bool:
-    return bool(
-        Job.objects.filter(id=job_id, task_id=task_id, status=JobStatus.RUNNING).update(
-            status=JobStatus.SUCCEEDED, result=result, error="", finished_at=Now()
-        )
-    )
-
-
 def job_fail(*, job_id: str, task_id: str, error: str) -> bool:
     return bool(
         Job.objects.filter(id=job_id, task_id=task_id)

@@ -3,8 +3,9 @@
 1. Claim the job with a conditional UPDATE for this message's task id; 0 rows means the message is
    stale (cancelled, retried or finished meanwhile) and is dropped without a result.
 2. Run the job type with its validated arguments.
-3. Record the outcome: succeeded; or back to queued and a Celery retry (same task id) while
-   attempts remain; or failed for good.
+3. Record the outcome: back to queued and a Celery retry (same task id) while attempts remain,
+   or failed for good. Success is recorded by the results backend when it stores the result:
+   the Job row and the result row in one statement (jobs.success).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from jobs.outcomes import (
     job_fail,
     job_report_progress,
     job_requeue_for_retry,
-    job_succeed,
 )
 
 
@@ -70,5 +70,4 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             ) from exc
         job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
         raise
-    job_succeed(job_id=job_id, task_id=task_id, result=result)
     return result

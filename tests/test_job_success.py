@@ -1,0 +1,88 @@
+"""A job's success is recorded by the results backend: Job row and result row in one statement,
+with exactly the columns django-celery-results itself would write."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery.app.task import Context
+from django_celery_results.backends.database import DatabaseBackend
+from django_celery_results.models import TaskResult
+from saas_platform.celery_app import app
+
+from jobs.models import Job
+from jobs.outcomes import job_claim
+from tests.schemas import schemas_holding
+
+COMPARED = [
+    "status", "result", "content_type", "content_encoding", "meta", "traceback",
+    "periodic_task_name", "task_name", "task_args", "task_kwargs", "worker",
+]  # fmt: skip
+
+
+def _running_job(tenant) -> Job:
+    with tenant:
+        job = Job(type="demo.add", args={"x": 1, "y": 2}, queue="default", submitted_by="test:ok")
+        job.task_id = job.id
+        job.save(force_insert=True)
+        job_claim(job_id=str(job.id), task_id=str(job.task_id))
+    return job
+
+
+def _request(tenant, job: Job, task_id: str) -> Context:
+    return Context(
+        id=task_id, task="demo.add", args=[str(job.id)], kwargs={}, argsrepr=repr([str(job.id)]),
+        kwargsrepr="{}", hostname="w1@host", tenant_id=tenant.pk, tenant_schema=tenant.schema_name,
+        periodic_task_name=None,
+    )  # fmt: skip
+
+
+def test_success_marks_the_job_and_writes_the_result_in_its_tenant(tenant_db):
+    job = _running_job(tenant_db.acme)
+    task_id = str(job.task_id)
+    app.backend.store_result(
+        task_id, {"sum": 3}, "SUCCESS", request=_request(tenant_db.acme, job, task_id)
+    )
+    with tenant_db.acme:
+        job.refresh_from_db()
+        row = TaskResult.objects.get(task_id=task_id)
+    assert (job.status, job.result, job.error) == ("succeeded", {"sum": 3}, "")
+    assert job.finished_at is not None
+    assert row.status == "SUCCESS"
+    assert schemas_holding("django_celery_results_taskresult", "task_id", [task_id])[task_id] == {
+        "acme"
+    }
+
+
+def test_the_result_row_matches_what_django_celery_results_writes(tenant_db):
+    ours = _running_job(tenant_db.acme)
+    theirs = _running_job(tenant_db.acme)
+    plain = DatabaseBackend(app=app)
+    with tenant_db.acme:
+        app.backend.store_result(
+            str(ours.task_id),
+            [1, "two", None],
+            "SUCCESS",
+            request=_request(tenant_db.acme, ours, str(ours.task_id)),
+        )
+        plain.store_result(
+            str(theirs.task_id),
+            [1, "two", None],
+            "SUCCESS",
+            request=_request(tenant_db.acme, theirs, str(theirs.task_id)),
+        )
+        mine = TaskResult.objects.values(*COMPARED).get(task_id=str(ours.task_id))
+        reference = TaskResult.objects.values(*COMPARED).get(task_id=str(theirs.task_id))
+    # task_args carries each job's own id; with that masked, the rows are identical.
+    mine["task_args"] = mine["task_args"].replace(str(ours.id), "<job>")
+    reference["task_args"] = reference["task_args"].replace(str(theirs.id), "<job>")
+    assert mine == reference
+
+
+def test_a_stale_attempts_success_does_not_touch_the_job(tenant_db):
+    job = _running_job(tenant_db.acme)
+    stale = str(uuid.uuid4())
+    app.backend.store_result(stale, 5, "SUCCESS", request=_request(tenant_db.acme, job, stale))
+    with tenant_db.acme:
+        job.refresh_from_db()
+    assert job.status == "running"
