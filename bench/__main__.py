@@ -1,0 +1,37 @@
+"""`python -m bench` (`make bench`): every benchmark in one run, then one table of all figures.
+
+The API benchmark (bench.api_submit) runs last, on its own. Tenant creation runs first, on the fresh database, so that its first call really builds the
+template schema; the throughput tenant is then cloned from it, next to 100 other tenants, as in a
+real deployment. Memory is read from the throughput workers after their load.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from bench import tenant_create, throughput
+from bench.harness import bench_environment, machine_summary
+
+
+def main() -> None:
+    args = throughput.arguments("All benchmarks: throughput, tenant creation, worker memory.")
+    started = time.perf_counter()
+    with bench_environment() as env:
+        tenants = tenant_create.run(env, count=args.tenants)
+        report = throughput.run(env, jobs=args.jobs, rounds=args.rounds)
+    print()
+    print(f"== bench results: {machine_summary()}, {time.perf_counter() - started:.0f}s in all ==")
+    print(throughput.throughput_table(report))
+    print()
+    print(tenant_create.tenant_table(tenants))
+    print()
+    print(throughput.memory_table(report))
+    print()
+    # The API benchmark serves its own gunicorn against its own database: a separate process.
+    subprocess.run([sys.executable, "-m", "bench.api_submit"], check=False)
+
+
+if __name__ == "__main__":
+    main()
