@@ -1,8 +1,9 @@
 """`python -m bench` (`make bench`): every benchmark in one run, then one table of all figures.
 
-The API benchmark (bench.api_submit) runs last, on its own. Tenant creation runs first, on the
-fresh database, so that its first call really builds the template schema; the throughput tenant is then cloned from it, next to 100 other tenants, as in a
-real deployment. Memory is read from the throughput workers after their load.
+Tenant creation runs first, on the fresh database, so that its first call really builds the
+template schema; the throughput tenant is then cloned from it, next to 100 other tenants, as in
+a real deployment. Memory is read from the throughput workers after their load. The API
+benchmark (bench.api_submit) runs last, on its own.
 """
 
 from __future__ import annotations
