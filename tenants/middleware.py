@@ -4,11 +4,17 @@
   with the public schema;
 - `<slug>.<BASE_DOMAIN>` serves that tenant's portal and API with its schema active;
 - any other host is a 404, never a silent fall-back to public.
+
+The host-to-tenant map is cached per process for a few seconds: it changes only when operators
+add or remove domains, and the lookup was a third of an API submit's CPU. Whatever must take
+effect at once (a revoked key, a suspended tenant) is checked by the API's key lookup, uncached.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -19,11 +25,39 @@ from django_tenants.utils import remove_www
 from saas_platform.db import connection
 from saas_platform.tenant_context import tenant_enter
 
-from tenants.models import Domain
+from tenants.models import Domain, Tenant
 
 logger = logging.getLogger(__name__)
 
 _DEV_PUBLIC_HOSTS = frozenset({"127.0.0.1", "testserver"})
+HOST_CACHE_SECONDS = 5.0
+_HOST_CACHE_MAX = 10_000  # unknown hosts are cached too; bound what a host-header scan can grow
+_host_cache: dict[str, tuple[float, Tenant | None]] = {}
+_host_cache_lock = threading.Lock()
+
+
+def tenant_for_host(host: str) -> Tenant | None:
+    """The tenant living at `host`, or None; from the cache when it is fresh."""
+    now = time.monotonic()
+    hit = _host_cache.get(host)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    domain = (
+        Domain.objects.select_related("tenant")
+        .filter(domain=host, tenant__is_template=False)
+        .first()
+    )
+    tenant = domain.tenant if domain is not None else None
+    with _host_cache_lock:
+        if len(_host_cache) >= _HOST_CACHE_MAX:
+            _host_cache.clear()
+        _host_cache[host] = (now + HOST_CACHE_SECONDS, tenant)
+    return tenant
+
+
+def host_cache_clear() -> None:
+    with _host_cache_lock:
+        _host_cache.clear()
 
 
 def _host(request: HttpRequest) -> str:
@@ -50,11 +84,7 @@ class TenantHostMiddleware:
         try:
             # Domain and Tenant live in public, which every tenant's search_path includes: the
             # lookup needs no switch first.
-            domain = (
-                Domain.objects.select_related("tenant")
-                .filter(domain=host, tenant__is_template=False)
-                .first()
-            )
+            tenant = tenant_for_host(host)
         except (OperationalError, InterfaceError) as exc:
             # The database is down: a 503 (the API's envelope is added by api_body_limit).
             logger.error("database unavailable: %s", exc)
@@ -62,11 +92,9 @@ class TenantHostMiddleware:
             unavailable = HttpResponse(b"Service unavailable.", status=503)
             unavailable["Retry-After"] = "5"
             return unavailable
-        if domain is None:
+        if tenant is None:
             tenant_enter(None)
             return HttpResponseNotFound(b"No tenant lives at this host.")
-        tenant = domain.tenant
-        tenant.domain_url = host
         request.tenant = tenant  # type: ignore[attr-defined]
         tenant_enter(tenant)
         return self.get_response(request)

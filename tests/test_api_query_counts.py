@@ -17,7 +17,7 @@ def _queries(**kwargs) -> list[str]:
     return [q["sql"] for q in captured.captured_queries]
 
 
-def test_a_submit_costs_four_queries_once_warm(tenant_db):
+def test_a_submit_costs_three_queries_once_warm(tenant_db):
     request = {
         "method": "POST",
         "path": "/jobs",
@@ -25,10 +25,10 @@ def test_a_submit_costs_four_queries_once_warm(tenant_db):
         "host": "acme.localhost",
         "body": ADD,
     }
-    _queries(**request)  # warm: the key's last_used_at, the first SET search_path
+    _queries(**request)  # warm: the host cache, the key's last_used_at, the first SET search_path
     sql = _queries(**request)
-    # Domain, API key, INSERT, published_at: no SET search_path, no BEGIN/COMMIT.
-    assert len(sql) == 4, sql
+    # API key, INSERT, published_at: no domain lookup, no SET search_path, no BEGIN/COMMIT.
+    assert len(sql) == 3, sql
     assert not any(s.startswith("SET search_path") for s in sql)
 
 
@@ -43,4 +43,17 @@ def test_a_job_read_costs_three_queries_once_warm(tenant_db):
         "host": "acme.localhost",
     }
     _queries(**request)
-    assert len(_queries(**request)) == 3  # Domain, API key, the job
+    assert len(_queries(**request)) == 2  # API key, the job
+
+
+def test_a_new_domain_is_routed_at_once_in_this_process(tenant_db):
+    from tenants.models import Domain
+
+    host = "acme-alias.localhost"
+    assert call("GET", "/jobs", key=tenant_db.acme_key, host=host).status == 404
+    Domain.objects.create(domain=host, tenant=tenant_db.acme, is_primary=False)
+    try:
+        assert call("GET", "/jobs", key=tenant_db.acme_key, host=host).status == 200
+    finally:
+        Domain.objects.filter(domain=host).delete()
+    assert call("GET", "/jobs", key=tenant_db.acme_key, host=host).status == 404
