@@ -8,6 +8,7 @@ benchmark (bench.api_submit) runs last, on its own.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -19,6 +20,9 @@ from bench.harness import bench_environment, machine_summary
 def main() -> None:
     args = throughput.arguments("All benchmarks: throughput, tenant creation, worker memory.")
     started = time.perf_counter()
+    # bench_environment points DATABASE_URL at its own database while it runs; the API benchmark
+    # makes its own from the server the caller named.
+    caller_environment = dict(os.environ)
     with bench_environment() as env:
         tenants = tenant_create.run(env, count=args.tenants)
         report = throughput.run(env, jobs=args.jobs, rounds=args.rounds)
@@ -31,7 +35,7 @@ def main() -> None:
     print(throughput.memory_table(report))
     print()
     # The API benchmark serves its own gunicorn against its own database: a separate process.
-    subprocess.run([sys.executable, "-m", "bench.api_submit"], check=False)
+    subprocess.run([sys.executable, "-m", "bench.api_submit"], check=False, env=caller_environment)
 
 
 if __name__ == "__main__":
