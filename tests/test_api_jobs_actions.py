@@ -163,3 +163,15 @@ def test_usage_is_per_tenant(tenant_db):
         call("GET", "/usage", key=tenant_db.acme_key).body["usage"]["jobs"] == acme["usage"]["jobs"]
     )
     assert acme["plan"] == "free"
+
+
+def test_a_batch_lands_in_the_keys_tenant_only(tenant_db):
+    answer = call(
+        "POST", "/jobs/batch", key=tenant_db.globex_key, body={"jobs": [_add(1), _add(2)]}
+    )
+    ids = [j["id"] for j in answer.body["jobs"]]
+    with tenant_db.globex:
+        assert Job.objects.filter(id__in=ids).count() == 2
+    with tenant_db.acme:
+        assert not Job.objects.filter(id__in=ids).exists()
+    assert all(call("GET", f"/jobs/{i}", key=tenant_db.acme_key).status == 404 for i in ids)
