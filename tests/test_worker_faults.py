@@ -38,8 +38,14 @@ def _running_pid(tenant, job_id) -> int:
 
 
 def _result_status(tenant, job_id) -> str:
-    with tenant:
-        return TaskResult.objects.get(task_id=str(job_id)).status
+    # A task that fails marks its Job first, then Celery stores the result: wait for the row.
+    def stored() -> str | None:
+        with tenant:
+            row = TaskResult.objects.filter(task_id=str(job_id)).first()
+        return row.status if row is not None else None
+
+    status: str = wait_for(stored, timeout=10, what="the result row")
+    return status
 
 
 def _assert_rows_only_in(schema: str, job_id) -> None:
