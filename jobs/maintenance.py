@@ -2,8 +2,10 @@
 
 1. Publish jobs that were committed but never published (the broker was down at submit time).
 2. Release `scheduled` jobs whose run_at is near: they go to the broker with an ETA.
-3. Requeue `running` jobs whose worker died whole (its liveness key expired), under a new task
-   id, so the dead worker's message, if Redis ever restores it, is stale and dropped.
+3. Requeue `running` jobs whose worker died whole (its liveness key expired), and jobs `running`
+   for longer than their hard time limit allows (their end was never recorded: the database
+   was unreachable when the worker tried), under a new task id, so the old message, if Redis
+   ever restores it, is stale and dropped.
 All read through indexes (jobs.models.Job.Meta), so a tenant with nothing to do costs a few
 index probes.
 """
@@ -13,13 +15,14 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 from saas_platform.db import connection
 from saas_platform.worker_liveness import heartbeat_ttl, workers_alive
 
+from jobs.catalogue import UnknownJobType, job_type_get
 from jobs.models import Job, JobStatus
 from jobs.publishing import jobs_publish_now_rollback_unsafe
 from jobs.services import BROKER_DELAY_LIMIT
@@ -28,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # Give the submitting process's own on_commit publish time to happen before stepping in.
 UNPUBLISHED_GRACE = timedelta(seconds=5)
+# Beyond its hard time limit, how long a running job may go unrecorded before it is requeued.
+STUCK_GRACE = timedelta(seconds=60)
 BATCH = 500
 
 
@@ -77,19 +82,39 @@ def _node(worker: str) -> str:
     return worker.rsplit(":", 1)[0]
 
 
+def _overdue(
+    job_type: str, time_limit: int | None, started_at: datetime | None, now: datetime
+) -> bool:
+    """Running past its hard time limit: Celery would have ended that attempt by now."""
+    if started_at is None:
+        return False  # the query only returns rows with started_at; this keeps the type honest
+    limit = time_limit
+    if limit is None:
+        try:
+            limit = job_type_get(job_type).time_limit_seconds
+        except UnknownJobType:
+            return True  # a job type that no longer exists cannot be running
+    return started_at + timedelta(seconds=limit) + STUCK_GRACE < now
+
+
 def jobs_rescue_from_dead_workers() -> int:
-    """Requeue running jobs whose worker's liveness key is gone."""
+    """Requeue running jobs whose worker's liveness key is gone, or that are overdue."""
+    now = timezone.now()
     # Younger jobs may belong to a worker whose first heartbeat is still on its way.
-    cutoff = timezone.now() - timedelta(seconds=heartbeat_ttl())
+    cutoff = now - timedelta(seconds=heartbeat_ttl())
     running = list(
         Job.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff)
         .exclude(worker="")
-        .values_list("id", "worker")[:BATCH]
+        .values_list("id", "worker", "type", "time_limit_seconds", "started_at")[:BATCH]
     )
     if not running:
         return 0
-    alive = workers_alive({_node(worker) for _, worker in running})
-    orphans = [(job_id, worker) for job_id, worker in running if _node(worker) not in alive]
+    alive = workers_alive({_node(row[1]) for row in running})
+    orphans = [
+        (job_id, worker)
+        for job_id, worker, job_type, time_limit, started_at in running
+        if _node(worker) not in alive or _overdue(job_type, time_limit, started_at, now)
+    ]
     rescued: list[Job] = []
     for job_id, worker in orphans:
         # Conditional on the same worker: if the job moved on meanwhile, leave it be.

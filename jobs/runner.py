@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
+from django.db import InterfaceError, OperationalError
 from saas_platform.db import connection
 
 from jobs.catalogue import JobContext, PermanentJobError, job_type_get
@@ -24,6 +25,8 @@ from jobs.outcomes import (
     job_report_progress,
     job_requeue_for_retry,
 )
+
+DATABASE_RETRY_SECONDS = 5
 
 
 class AttemptsExhausted(RuntimeError):
@@ -38,9 +41,14 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     task_id = str(task.request.id)
     # kombu marks a message it puts back after a lost worker as redelivered.
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
-    claimed = job_claim(
-        job_id=job_id, task_id=task_id, nodename=task.request.hostname, redelivered=redelivered
-    )
+    try:
+        claimed = job_claim(
+            job_id=job_id, task_id=task_id, nodename=task.request.hostname, redelivered=redelivered
+        )
+    except (OperationalError, InterfaceError) as exc:
+        # The database is unreachable: the job was not claimed and no attempt was used. Send the
+        # message again later rather than let Celery ack it as failed with the job still queued.
+        raise task.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=None) from exc
     if claimed is None:
         raise Ignore()
     if claimed.attempts > claimed.max_attempts:

@@ -43,3 +43,42 @@ def test_a_fresh_unpublished_job_is_left_to_its_own_publisher(tenant_db):
         Job.objects.filter(id=job.id).update(published_at=None)
         tenant_reconcile()
         assert Job.objects.get(id=job.id).published_at is None
+
+
+def test_a_job_running_past_its_time_limit_on_a_live_worker_is_requeued(tenant_db):
+    import redis
+    from django.conf import settings
+
+    from jobs.outcomes import job_claim
+
+    node = "alive-test-node@host"
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.set(f"{settings.REDIS_KEY_PREFIX}worker-alive:{node}", "1", ex=60)
+    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+    with tenant_db.initech:
+        job_claim(job_id=str(job.id), task_id=str(job.task_id), nodename=node)
+        # demo.add's hard limit is 120 s: an hour in, that attempt cannot still be running.
+        Job.objects.filter(id=job.id).update(started_at=timezone.now() - timedelta(hours=1))
+        report = tenant_reconcile()
+        rescued = Job.objects.get(id=job.id)
+    assert report.rescued >= 1
+    assert rescued.status == JobStatus.QUEUED
+    assert rescued.task_id != job.task_id
+
+
+def test_a_job_running_within_its_time_limit_on_a_live_worker_is_left_alone(tenant_db):
+    import redis
+    from django.conf import settings
+
+    from jobs.outcomes import job_claim
+
+    node = "alive-test-node-2@host"
+    redis.Redis.from_url(settings.REDIS_URL).set(
+        f"{settings.REDIS_KEY_PREFIX}worker-alive:{node}", "1", ex=60
+    )
+    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+    with tenant_db.initech:
+        job_claim(job_id=str(job.id), task_id=str(job.task_id), nodename=node)
+        Job.objects.filter(id=job.id).update(started_at=timezone.now() - timedelta(seconds=60))
+        tenant_reconcile()
+        assert Job.objects.get(id=job.id).status == JobStatus.RUNNING
