@@ -135,7 +135,9 @@ def _submit_error(exc: Exception, *, index: int | None = None) -> ApiError:
     if isinstance(exc, IdempotencyConflict):
         return ApiError(409, exc.code, str(exc), exc.details)
     if isinstance(exc, JobSubmitError):
-        return ApiError(422, exc.code, str(exc), exc.details)
+        return ApiError(
+            422, exc.code, str(exc), {**where, "details": exc.details} if where else exc.details
+        )
     raise exc
 
 
@@ -189,11 +191,7 @@ def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any
             submitted_by=_submitted_by(request),
         )
     except (JobSubmitError, UnknownJobType, JobArgsError) as exc:
-        index = getattr(exc, "batch_index", None)
-        if isinstance(exc, JobSubmitError) and isinstance(exc.details, dict):
-            index = exc.details.get("index")
-            exc.details = exc.details.get("details")
-        raise _submit_error(exc, index=index) from None
+        raise _submit_error(exc, index=getattr(exc, "batch_index", None)) from None
     return Status(202, {"jobs": [JobOut.from_job(job) for job in jobs]})
 
 

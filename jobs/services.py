@@ -180,9 +180,6 @@ def job_submit_many(*, requests: list[JobRequest], submitted_by: str) -> list[Jo
     for index, request in enumerate(requests):
         try:
             jobs.append(_build(request, submitted_by=submitted_by, now=now))
-        except JobSubmitError as exc:
-            exc.details = {"index": index, "details": exc.details}
-            raise
         except Exception as exc:
             exc.batch_index = index  # type: ignore[attr-defined]  # tells the API which one
             raise

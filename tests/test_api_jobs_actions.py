@@ -175,3 +175,10 @@ def test_a_batch_lands_in_the_keys_tenant_only(tenant_db):
     with tenant_db.acme:
         assert not Job.objects.filter(id__in=ids).exists()
     assert all(call("GET", f"/jobs/{i}", key=tenant_db.acme_key).status == 404 for i in ids)
+
+
+def test_a_batch_refused_for_a_bad_value_says_which_job(tenant_db):
+    jobs = [_add(1), {**_add(2), "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}]
+    answer = call("POST", "/jobs/batch", key=tenant_db.acme_key, body={"jobs": jobs})
+    assert (answer.status, answer.error_code) == (422, "invalid_schedule")
+    assert answer.body["error"]["details"]["index"] == 1

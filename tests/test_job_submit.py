@@ -336,7 +336,7 @@ def test_a_batch_with_a_bad_option_writes_and_publishes_none_of_it(tenant_db, br
         JobSubmitError,
     )
     assert error.code == "invalid_priority"
-    assert error.details["index"] == 1
+    assert error.batch_index == 1
 
 
 def test_a_batch_with_an_unknown_type_writes_and_publishes_none_of_it(tenant_db, broker, by):
