@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from saas_platform.urls_to_settings import database_from_url
+from saas_platform.lib.service_urls import database_from_url
 
 SECRET_KEY = os.environ.get("SECRET_KEY") or "bench-baseline-secret-key"
 DEBUG = False

@@ -26,7 +26,7 @@ from types import TracebackType
 import psycopg
 import redis
 from psycopg import sql
-from saas_platform.urls_to_settings import database_url_with_name
+from saas_platform.lib.service_urls import database_url_with_name
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -107,7 +107,7 @@ def _start_servers(
     redis_url = os.environ.get("REDIS_URL", "")
     if database_url and redis_url:
         return database_url, redis_url
-    from saas_platform import embedded
+    from saas_platform.lib import embedded
 
     if private_postgres:
         database_url = _start_postgres_logging_statements(stack, workdir / "postgres")
@@ -131,7 +131,7 @@ def _start_postgres_logging_statements(stack: contextlib.ExitStack, data_dir: Pa
     mix in other people's work; our own server's log holds only ours. start_postgres takes no
     server options, so they are set with ALTER SYSTEM and a reload.
     """
-    from saas_platform import embedded
+    from saas_platform.lib import embedded
 
     print("starting a private PostgreSQL that logs every statement ...", flush=True)
     postgres = embedded.start_postgres(data_dir)

@@ -7,10 +7,10 @@ its own Redis key prefix (so none takes another's messages):
   and after every task), otherwise configured like the product (acks_late, prefetch 1, JSON,
   extended results); its own database.
 - baseline-tuned: the same with CELERY_DB_REUSE_MAX, as the product sets it.
-- tenant: the product. Jobs are submitted through jobs.services.job_submit_many in batches (Job
-  rows written, messages published on commit with the tenant header), run by the product worker
-  in the tenant's schema (claim, run, Job row finished), results stored by django-celery-results
-  in the tenant's schema.
+- tenant: the product. Jobs are submitted through jobs.services.submission.job_submit_many in
+  batches (Job rows written, messages published on commit with the tenant header), run by the
+  product worker in the tenant's schema (claim, run, Job row finished), results stored by
+  django-celery-results in the tenant's schema.
 
 A round submits N jobs and waits until N new result rows exist; throughput is N / (time from the
 first submit until the last result row is seen). The workers are started and warmed up first, and
@@ -260,7 +260,7 @@ class ProductScenario(Scenario):
         super().__init__(worker, env.database_url(env.product_database), results)
 
     def submit(self, count: int, first: int) -> None:
-        from jobs.services import JobRequest, job_submit_many
+        from jobs.services.submission import JobRequest, job_submit_many
 
         with self.tenant:
             for start in range(first, first + count, SUBMIT_BATCH):

@@ -1,4 +1,8 @@
-"""Plans (public schema). Later issues add metering, quotas and invoices beside them."""
+"""Plans and subscriptions (public schema). Later issues add metering, quotas and invoices.
+
+The tenant-plan link lives here, not on the Tenant: `tenants` knows nothing of plans
+(DESIGN.md, "Layers").
+"""
 
 from __future__ import annotations
 
@@ -25,3 +29,17 @@ class Plan(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Subscription(models.Model):
+    """The plan a tenant is on. Every tenant made by `tenant_create` has one."""
+
+    tenant = models.OneToOneField(
+        "tenants.Tenant", on_delete=models.CASCADE, primary_key=True, related_name="subscription"
+    )
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
+    started_at = models.DateTimeField(auto_now_add=True)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} on {self.plan_id}"

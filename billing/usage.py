@@ -1,20 +1,22 @@
 """This period's usage and the limits in force for a tenant (GET /api/v1/usage).
 
-Usage is counted from the tenant's Job table for now; the metering issue replaces this with Redis
-counters rolled up per period.
+Usage comes from the Redis counters of billing.metering; the limits from the tenant's plan. The
+per-type rates start from each job type's default, which the caller (jobs) passes in: billing
+knows plans, not job types.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from django.db.models import DurationField, ExpressionWrapper, F, Sum
 from django.utils import timezone
 
+from billing.metering import usage_between
+from billing.models import Plan
 from billing.rates import rate_scale
-from jobs.catalogue import catalogue
-from jobs.models import Job
+from billing.selectors import tenant_plan
 
 
 def period_bounds(now: datetime) -> tuple[datetime, datetime]:
@@ -28,8 +30,7 @@ def period_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def tenant_limits(tenant: Any) -> dict[str, Any]:
-    plan = tenant.plan
+def plan_limits(plan: Plan, *, default_rates: Mapping[str, str]) -> dict[str, Any]:
     return {
         "jobs_per_month": plan.monthly_job_quota,
         "submit_rate": plan.submit_rate,
@@ -37,28 +38,20 @@ def tenant_limits(tenant: Any) -> dict[str, Any]:
         "schedules": plan.max_schedules,
         "min_interval_seconds": plan.min_interval_seconds,
         "rates": {
-            name: rate_scale(job_type.default_rate, plan.rate_multiplier)
-            for name, job_type in catalogue().items()
+            name: rate_scale(rate, plan.rate_multiplier) for name, rate in default_rates.items()
         },
     }
 
 
-def tenant_usage(tenant: Any) -> dict[str, Any]:
-    """Must run with the tenant's schema active."""
+def tenant_usage(*, tenant_id: int, default_rates: Mapping[str, str]) -> dict[str, Any]:
+    """The usage document of CONTRACT.md for this month so far."""
+    plan = tenant_plan(tenant_id=tenant_id)
     start, end = period_bounds(timezone.now())
-    in_period = Job.objects.filter(created_at__gte=start, created_at__lt=end)
-    run_time = in_period.filter(started_at__isnull=False, finished_at__isnull=False).aggregate(
-        total=Sum(
-            ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-        )
-    )["total"]
+    totals = usage_between(tenant_id=tenant_id, start=start.date(), end=end.date())
     return {
-        "plan": tenant.plan.slug,
+        "plan": plan.slug,
         "period_start": start,
         "period_end": end,
-        "usage": {
-            "jobs": in_period.count(),
-            "run_seconds": round(run_time.total_seconds(), 3) if run_time else 0.0,
-        },
-        "limits": tenant_limits(tenant),
+        "usage": {"jobs": totals.jobs, "run_seconds": round(totals.run_seconds, 3)},
+        "limits": plan_limits(plan, default_rates=default_rates),
     }

@@ -10,23 +10,22 @@ from uuid import UUID
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import ConfigDict
-from saas_platform.api import require_scope
-from saas_platform.api_errors import ApiError
+from saas_platform.lib.api_errors import ApiError
 
+from billing.usage import tenant_usage
 from jobs.catalogue import JobArgsError, UnknownJobType, catalogue
 from jobs.models import Job, JobStatus
 from jobs.selectors import BadCursor, job_get, job_list
-from jobs.services import (
+from jobs.services.submission import (
     MAX_DELAY,
     IdempotencyConflict,
     JobRequest,
-    JobStateError,
     JobSubmitError,
-    job_cancel,
-    job_retry,
     job_submit,
     job_submit_many,
 )
+from jobs.services.transitions import JobStateError, job_cancel, job_retry
+from tenants.auth import require_scope
 
 router = Router(tags=["jobs"])
 
@@ -231,6 +230,41 @@ def retry(request: HttpRequest, job_id: str) -> Status[dict[str, Any]]:
     except JobStateError as exc:
         raise ApiError(409, exc.code, str(exc)) from None
     return Status(202, JobOut.from_job(job))
+
+
+class UsageCounts(Schema):
+    jobs: int
+    run_seconds: float
+
+
+class Limits(Schema):
+    jobs_per_month: int
+    submit_rate: str
+    concurrency: int
+    schedules: int
+    min_interval_seconds: int
+    rates: dict[str, str]
+
+
+class UsageOut(Schema):
+    plan: str
+    period_start: datetime
+    period_end: datetime
+    usage: UsageCounts
+    limits: Limits
+
+
+# Here rather than in billing: the document lists every job type's rate, and billing knows plans,
+# not job types.
+@router.get(
+    "/usage", response=UsageOut, tags=["usage"], summary="This period's usage and the plan's limits"
+)
+def usage(request: HttpRequest) -> dict[str, Any]:
+    # Any valid key may read its own tenant's usage.
+    return tenant_usage(
+        tenant_id=request.auth.tenant_id,  # type: ignore[attr-defined]
+        default_rates={name: jt.default_rate for name, jt in catalogue().items()},
+    )
 
 
 __all__ = ["JobStatus", "router"]

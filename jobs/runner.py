@@ -10,16 +10,18 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
-from saas_platform.db import connection
+from saas_platform.lib.db import connection
 
+from billing.metering import usage_count
 from jobs.catalogue import JobContext, PermanentJobError, job_type_get
-from jobs.outcomes import (
+from jobs.services.transitions import (
     job_claim,
     job_fail,
     job_report_progress,
@@ -65,6 +67,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             job_id=job_id, task_id=task_id, progress=progress
         ),
     )
+    began = time.monotonic()
     try:
         result = job_type.run(context, claimed.args)
     except PermanentJobError as exc:
@@ -78,4 +81,8 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             ) from exc
         job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
         raise
+    finally:
+        usage_count(
+            tenant_id=connection.tenant.pk, attempts=1, run_seconds=time.monotonic() - began
+        )
     return result

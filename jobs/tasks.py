@@ -1,19 +1,23 @@
-"""One Celery task per catalogue job type, named after it (`demo.add`), taking only the job id.
+"""Celery adapters (thin): one task per catalogue job type, and the platform's periodic work.
 
-Naming tasks after job types keeps the seed's habits working: `CELERY_TASK_ANNOTATIONS` keyed by
-task name, Flower and the results admin showing `demo.add`.
+Each job type gets a task named after it (`demo.add`) that takes only the job id. Naming tasks
+after job types keeps the seed's habits working: `CELERY_TASK_ANNOTATIONS` keyed by task name,
+Flower and the results admin showing `demo.add`. Tasks are `shared_task`s: this app never
+imports the Celery app itself (the wiring's), it registers with whichever app loads it.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery import Task
-from saas_platform.celery_app import app
+from celery import Task, shared_task
+from saas_platform.lib.tenant_context import tenant_activated
 
-from jobs import periodic  # noqa: F401  -- registers the platform's periodic tasks
 from jobs.catalogue import JobType, catalogue
 from jobs.runner import job_run_attempt
+
+logger = logging.getLogger(__name__)
 
 
 def _register(job_type: JobType) -> Task:  # type: ignore[type-arg]
@@ -22,7 +26,7 @@ def _register(job_type: JobType) -> Task:  # type: ignore[type-arg]
 
     run.__name__ = run.__qualname__ = job_type.name.replace(".", "_")
     run.__doc__ = job_type.description
-    task: Task = app.task(  # type: ignore[type-arg]
+    task: Task = shared_task(  # type: ignore[type-arg]
         name=job_type.name,
         bind=True,
         queue=job_type.queue,
@@ -35,3 +39,29 @@ def _register(job_type: JobType) -> Task:  # type: ignore[type-arg]
 
 
 JOB_TASKS = {name: _register(job_type) for name, job_type in catalogue().items()}
+
+
+@shared_task(name="platform.jobs_reconcile", ignore_result=True, expires=60)
+def jobs_reconcile() -> dict[str, int]:
+    """Republish stranded jobs and release due scheduled jobs, tenant by tenant.
+
+    One tenant's failure is logged and does not stop the others.
+    """
+    from jobs.services.reconciliation import tenant_reconcile
+    from tenants.models import Tenant
+
+    totals = {"tenants": 0, "republished": 0, "released": 0, "rescued": 0, "errors": 0}
+    # Suspended tenants included: work they had accepted still has to finish.
+    for tenant_id in Tenant.objects.filter(is_template=False).values_list("pk", flat=True):
+        try:
+            with tenant_activated(tenant_id):
+                report = tenant_reconcile()
+        except Exception:
+            totals["errors"] += 1
+            logger.exception("reconcile failed for tenant %s", tenant_id)
+            continue
+        totals["tenants"] += 1
+        totals["republished"] += report.republished
+        totals["released"] += report.released
+        totals["rescued"] += report.rescued
+    return totals

@@ -9,6 +9,9 @@ from celery import Celery
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas_platform.settings")
 
 app = Celery("saas_platform")
+# The apps publish through celery.current_app and define shared tasks, never importing this module
+# (DESIGN.md, "Layers"); as the default app it is current in every thread, not only this one.
+app.set_default()
 app.config_from_object("django.conf:settings", namespace="CELERY")
 # Celery 5.6+ closes the Django connection before and after every task unless this is set; we
 # keep connections open and replace only broken or expired ones (tenant_context), which is worth
@@ -17,5 +20,5 @@ app.conf.CELERY_DB_REUSE_MAX = 1_000_000
 app.autodiscover_tasks(["saas_platform", "jobs", "tenants", "billing"])
 
 # Signal handlers: the tenant's trip through publish/prerun/postrun, and worker heartbeats.
-import saas_platform.tenant_context  # noqa: E402
-import saas_platform.worker_liveness  # noqa: E402, F401
+import saas_platform.lib.tenant_context  # noqa: E402
+import saas_platform.lib.worker_liveness  # noqa: E402, F401

@@ -115,7 +115,7 @@ def main() -> int:
 def _embedded(kind: str) -> Iterator[str]:
     # Imported here: with both URLs set (as in production or CI with services), the embedded
     # servers' packages are never touched.
-    from saas_platform.embedded import start_postgres, start_redis
+    from saas_platform.lib.embedded import start_postgres, start_redis
 
     start = start_postgres if kind == "postgres" else start_redis
     began = time.monotonic()

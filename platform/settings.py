@@ -1,6 +1,6 @@
 """Django settings, read from the environment (see CONTRACT.md, "Environment").
 
-Every variable goes through the typed helpers in saas_platform.env, which stop start-up with a
+Every variable goes through the typed helpers in saas_platform.lib.env, which stop start-up with a
 message naming the variable. Integrations are on only when their variable is set.
 """
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
-from saas_platform.env import env_bool, env_hostname, env_int, env_str, env_url
-from saas_platform.urls_to_settings import database_from_url, redis_with_db
+from saas_platform.lib.env import env_bool, env_hostname, env_int, env_str, env_url
+from saas_platform.lib.service_urls import database_from_url, redis_with_db
 
 # Lets `admin.ModelAdmin[Model]` and friends be subscripted at run time, as the type hints say.
 django_stubs_ext.monkeypatch()
@@ -123,7 +123,7 @@ if _test_db_name:
     DATABASES["default"]["TEST"] = {"NAME": _test_db_name}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: broker, cache, counters -----------------------------------------------------------
+# --- Redis: broker, cache, state -------------------------------------------------------------
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
 if not REDIS_URL:
     raise ImproperlyConfigured(
@@ -132,10 +132,14 @@ if not REDIS_URL:
 # Every Redis key this deployment writes starts with this prefix, so several deployments (or test
 # runs) can share one server and clean up after themselves.
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX")
+# Logical databases on that server: the broker on the URL's own, the cache on 1, and the
+# platform's state (usage counters, worker liveness, rate buckets) on 2, so that flushing the
+# broker or the cache never loses a count.
+REDIS_STATE_URL = redis_with_db(REDIS_URL, env_int("REDIS_STATE_DB", 2, minimum=0))
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
-        "LOCATION": redis_with_db(REDIS_URL, 1) if not REDIS_URL.startswith("unix") else REDIS_URL,
+        "LOCATION": redis_with_db(REDIS_URL, 1),
         "KEY_PREFIX": REDIS_KEY_PREFIX,
     }
 }
@@ -144,7 +148,7 @@ CACHES = {
 CELERY_BROKER_URL = REDIS_URL
 # Results live in each tenant's schema (django-celery-results); the subclass activates the tenant
 # of the request for writes made outside the task (worker lost, time limit, revoke).
-CELERY_RESULT_BACKEND = "saas_platform.results_backend.TenantDatabaseBackend"
+CELERY_RESULT_BACKEND = "jobs.results_backend.JobResultsBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.core.cache import cache
 from saas_platform.celery_app import app
-from saas_platform.db import connection
-from saas_platform.tenant_context import active_tenant
+from saas_platform.lib.db import connection
+from saas_platform.lib.tenant_context import active_tenant
 
 PROBE_TTL_SECONDS = 300
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
-from saas_platform.db import connection
+from saas_platform.lib.db import connection
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from tenants.models import ApiKey, Domain, Tenant
 
@@ -12,13 +14,13 @@ class DomainInline(admin.TabularInline[Domain, Tenant]):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin[Tenant]):
-    list_display = ["schema_name", "name", "plan", "is_active", "created_at"]
-    list_filter = ["plan", "is_active"]
+    list_display = ["schema_name", "name", "is_active", "created_at"]
+    list_filter = ["is_active"]
     search_fields = ["schema_name", "name"]
     inlines = [DomainInline]
 
-    def get_queryset(self, request):  # type: ignore[no-untyped-def]
-        return super().get_queryset(request).filter(is_template=False).select_related("plan")
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
+        return super().get_queryset(request).filter(is_template=False)
 
 
 @admin.register(ApiKey)

@@ -22,8 +22,8 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.urls import set_urlconf
 from django_tenants.utils import remove_www
-from saas_platform.db import connection
-from saas_platform.tenant_context import tenant_enter
+from saas_platform.lib.db import connection
+from saas_platform.lib.tenant_context import tenant_enter
 
 from tenants.models import Domain, Tenant
 

@@ -34,7 +34,6 @@ class Tenant(TenantMixin):
     auto_drop_schema = False
 
     name = models.CharField(max_length=200)
-    plan = models.ForeignKey("billing.Plan", on_delete=models.PROTECT, related_name="tenants")
     timezone = models.CharField(max_length=64, default="UTC")
     is_active = models.BooleanField(default=True, help_text="Suspended tenants submit nothing.")
     # The template schema new tenants are cloned from; never routed, never billed.

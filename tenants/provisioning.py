@@ -11,9 +11,8 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import transaction
 from django_tenants.utils import schema_exists
-from saas_platform.db import connection
+from saas_platform.lib.db import connection
 
-from billing.selectors import DEFAULT_PLAN_SLUG, plan_get
 from tenants.models import Tenant
 from tenants.schema_clone import schema_clone
 
@@ -34,7 +33,6 @@ def template_ensure() -> Tenant:
             schema_name=name,
             defaults={
                 "name": "Template for new tenants",
-                "plan": plan_get(slug=DEFAULT_PLAN_SLUG),
                 "is_template": True,
                 "is_active": False,
             },

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from saas_platform.db import connection
+from saas_platform.lib.db import connection
 
 from tenants.models import validate_slug
 

@@ -38,9 +38,7 @@ def apikey_authenticate(plaintext: str) -> KeyCheck:
     parsed = apikeys.key_parse(plaintext)
     if parsed is None:
         return KeyCheck(None, KeyRefusal.MALFORMED)
-    api_key = (
-        ApiKey.objects.select_related("tenant", "tenant__plan").filter(key_id=parsed.key_id).first()
-    )
+    api_key = ApiKey.objects.select_related("tenant").filter(key_id=parsed.key_id).first()
     if api_key is None or not apikeys.key_matches(plaintext, api_key.key_hash):
         return KeyCheck(None, KeyRefusal.UNKNOWN)
     now = timezone.now()

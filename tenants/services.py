@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,8 +12,6 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import Plan
-from billing.selectors import DEFAULT_PLAN_SLUG, plan_get
 from tenants import apikeys
 from tenants.models import ApiKey, Domain, Tenant, validate_slug
 from tenants.provisioning import schema_clone_from_template, template_ensure
@@ -37,45 +36,34 @@ def tenant_create(
     *,
     slug: str,
     name: str,
-    plan_slug: str = DEFAULT_PLAN_SLUG,
     timezone_name: str = "UTC",
     admin_email: str | None = None,
     admin_password: str | None = None,
+    provision: Callable[[Tenant], None] | None = None,
 ) -> TenantCreated:
     """Create a tenant, its schema (a clone of the template), its domain and its admin user.
 
     One transaction (DDL is transactional in PostgreSQL): a failure at any step leaves no tenant
     row, no domain and no schema. The template is built first, outside it, the first time only.
+    `provision` runs inside that transaction once the tenant exists: the layers above add their
+    own rows through it (billing its subscription), so they too are all or nothing.
     """
     validate_slug(slug)
     _validate_timezone(timezone_name)
-    try:
-        plan = plan_get(slug=plan_slug)
-    except Plan.DoesNotExist:
-        raise ValidationError(f"Unknown plan {plan_slug!r}.") from None
     template_ensure()
     with transaction.atomic():
         if Tenant.objects.filter(schema_name=slug).exists():
             raise ValidationError(f"A tenant named {slug!r} already exists.")
-        tenant = Tenant.objects.create(
-            schema_name=slug, name=name, plan=plan, timezone=timezone_name
-        )
+        tenant = Tenant.objects.create(schema_name=slug, name=name, timezone=timezone_name)
         schema_clone_from_template(slug)
         domain = f"{slug}.{settings.BASE_DOMAIN}"
         Domain.objects.create(domain=domain, tenant=tenant, is_primary=True)
         if admin_email:
             with tenant:
                 tenant_user_create(email=admin_email, password=admin_password, is_admin=True)
+        if provision is not None:
+            provision(tenant)
     return TenantCreated(tenant=tenant, domain=domain, admin_email=admin_email)
-
-
-def tenant_set_plan(*, tenant: Tenant, plan_slug: str) -> Tenant:
-    try:
-        tenant.plan = plan_get(slug=plan_slug)
-    except Plan.DoesNotExist:
-        raise ValidationError(f"Unknown plan {plan_slug!r}.") from None
-    tenant.save(update_fields=["plan"])
-    return tenant
 
 
 def tenant_set_active(*, tenant: Tenant, active: bool) -> Tenant:

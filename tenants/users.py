@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
-from saas_platform.db import connection
+from saas_platform.lib.db import connection
 
 
 def tenant_user_create(*, email: str, password: str | None, is_admin: bool = False) -> AbstractUser:

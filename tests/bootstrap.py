@@ -1,7 +1,7 @@
 """Loaded by pytest before Django (`-p tests.bootstrap` in pyproject): the test environment.
 
 1. Real PostgreSQL and Redis: DATABASE_URL / REDIS_URL when given, else embedded servers started
-   here for the whole run (saas_platform.embedded).
+   here for the whole run (saas_platform.lib.embedded).
 2. Our own database and keys: pytest-django creates and drops `test_saas_<pid>`; every Redis key
    this run writes starts with `test<pid>:` and is deleted at the end.
 3. Production-like settings: DEBUG off, a throwaway SECRET_KEY.
@@ -25,7 +25,7 @@ os.environ["REDIS_KEY_PREFIX"] = f"test{_RUN_ID}:"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas_platform.settings")
 
 if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-    from saas_platform import embedded
+    from saas_platform.lib import embedded
 
     _data = Path(tempfile.mkdtemp(prefix="saas-test-"))
     # Registered first, so it runs last (atexit is LIFO): after the servers have stopped.
@@ -44,7 +44,7 @@ def _delete_our_redis_keys() -> None:
     import redis
 
     prefix = os.environ["REDIS_KEY_PREFIX"]
-    for db in (0, 1):  # broker and cache databases
+    for db in (0, 1, 2):  # broker, cache and state databases
         try:
             client = redis.Redis.from_url(os.environ["REDIS_URL"], db=db)
             keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))

@@ -45,7 +45,8 @@ def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> It
 
 @pytest.fixture(scope="session")
 def actors(django_db_setup: None, django_db_blocker: Any) -> Actors:
-    from tenants.services import apikey_create, tenant_create
+    from billing.services import tenant_create_on_plan as tenant_create
+    from tenants.services import apikey_create
     from tenants.users import tenant_user_create
 
     with django_db_blocker.unblock():

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from jobs.models import FINAL_STATUSES, Job
-from jobs.services import JobRequest, job_submit
+from jobs.services.submission import JobRequest, job_submit
 from tests.workers import wait_for
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from saas_platform.embedded import EmbeddedService, start_redis
+from saas_platform.lib.embedded import EmbeddedService, start_redis
 
 from jobs.models import Job, JobStatus
 from tests.conftest import Actors

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from saas_platform.embedded import EmbeddedService, start_postgres
-from saas_platform.urls_to_settings import database_url_with_name
+from saas_platform.lib.embedded import EmbeddedService, start_postgres
+from saas_platform.lib.service_urls import database_url_with_name
 
 from tests.servers import Proc, Reply, free_port, http_call, start_web
 from tests.workers import REPO, wait_for

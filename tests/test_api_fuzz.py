@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from schemathesis.checks import CheckContext, not_a_server_error
 
 from jobs.models import FINAL_STATUSES, Job, JobStatus
-from jobs.services import JobRequest, job_cancel, job_submit
+from jobs.services.submission import JobRequest, job_submit
+from jobs.services.transitions import job_cancel
 from tests.conftest import Actors
 
 HOST = "acme.localhost"

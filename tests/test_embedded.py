@@ -19,7 +19,7 @@ import psutil
 import psycopg
 import pytest
 import redis
-from saas_platform.embedded import EmbeddedService, start_postgres, start_redis
+from saas_platform.lib.embedded import EmbeddedService, start_postgres, start_redis
 
 Starter = Callable[..., EmbeddedService]
 
@@ -136,7 +136,7 @@ def test_a_server_orphaned_by_a_crashed_run_is_replaced(
         f"""
         import sys, time
         from pathlib import Path
-        from saas_platform.embedded import start_{kind}
+        from saas_platform.lib.embedded import start_{kind}
         service = start_{kind}(Path(sys.argv[1]))
         print(service.pid, flush=True)
         time.sleep(120)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
-from saas_platform.env import env_bool, env_hostname, env_int, env_url
+from saas_platform.lib.env import env_bool, env_hostname, env_int, env_url
 
 from tests.workers import REPO, worker_environment
 

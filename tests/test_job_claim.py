@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from jobs.models import Job
-from jobs.outcomes import job_claim
+from jobs.services.transitions import job_claim
 
 
 def _queued(tenant) -> Job:

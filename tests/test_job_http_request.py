@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
-from saas_platform.outbound_http import OutboundHTTPError
+from saas_platform.lib.outbound_http import OutboundHTTPError
 
 from jobs.catalogue import JobArgsError, JobContext, PermanentJobError, job_type_get
 from jobs.catalogue.http_request import RESULT_BODY_BYTES, RetryableHTTPStatus

@@ -1,4 +1,4 @@
-"""jobs.services.job_submit / job_submit_many: validated, written and published all or nothing."""
+"""jobs.services.submission.job_submit / job_submit_many: validated, written and published all or nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from jobs.catalogue import JobArgsError, UnknownJobType
 from jobs.models import Job, JobStatus
-from jobs.services import (
+from jobs.services.submission import (
     IdempotencyConflict,
     JobRequest,
     JobSubmitError,

@@ -11,7 +11,7 @@ from django_celery_results.models import TaskResult
 from saas_platform.celery_app import app
 
 from jobs.models import Job
-from jobs.outcomes import job_claim
+from jobs.services.transitions import job_claim
 from tests.schemas import schemas_holding
 
 COMPARED = [

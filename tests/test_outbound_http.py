@@ -1,4 +1,4 @@
-"""saas_platform.outbound_http: SSRF refusals (literal, resolved, redirected), timeouts, body cap.
+"""saas_platform.lib.outbound_http: SSRF refusals (literal, resolved, redirected), timeouts, body cap.
 
 Every request goes to servers these tests start on loopback; nothing reaches the internet.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
-from saas_platform import outbound_http
-from saas_platform.outbound_http import (
+from saas_platform.lib import outbound_http
+from saas_platform.lib.outbound_http import (
     BlockedDestination,
     ConnectionFailed,
     InvalidRequest,

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from jobs.maintenance import tenant_reconcile
 from jobs.models import Job, JobStatus
+from jobs.services.reconciliation import tenant_reconcile
 from tests.jobs_helpers import submit
 
 
@@ -46,14 +46,12 @@ def test_a_fresh_unpublished_job_is_left_to_its_own_publisher(tenant_db):
 
 
 def test_a_job_running_past_its_time_limit_on_a_live_worker_is_requeued(tenant_db):
-    import redis
-    from django.conf import settings
+    from saas_platform.lib.state_redis import state_key, state_redis
 
-    from jobs.outcomes import job_claim
+    from jobs.services.transitions import job_claim
 
     node = "alive-test-node@host"
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    client.set(f"{settings.REDIS_KEY_PREFIX}worker-alive:{node}", "1", ex=60)
+    state_redis().set(state_key("worker-alive", node), "1", ex=60)
     job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
     with tenant_db.initech:
         job_claim(job_id=str(job.id), task_id=str(job.task_id), nodename=node)
@@ -67,15 +65,12 @@ def test_a_job_running_past_its_time_limit_on_a_live_worker_is_requeued(tenant_d
 
 
 def test_a_job_running_within_its_time_limit_on_a_live_worker_is_left_alone(tenant_db):
-    import redis
-    from django.conf import settings
+    from saas_platform.lib.state_redis import state_key, state_redis
 
-    from jobs.outcomes import job_claim
+    from jobs.services.transitions import job_claim
 
     node = "alive-test-node-2@host"
-    redis.Redis.from_url(settings.REDIS_URL).set(
-        f"{settings.REDIS_KEY_PREFIX}worker-alive:{node}", "1", ex=60
-    )
+    state_redis().set(state_key("worker-alive", node), "1", ex=60)
     job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
     with tenant_db.initech:
         job_claim(job_id=str(job.id), task_id=str(job.task_id), nodename=node)

@@ -11,7 +11,7 @@ from django.db import transaction
 from django_celery_results.models import TaskResult
 from saas_platform.celery_app import app
 
-from jobs.services import JobRequest, job_submit
+from jobs.services.submission import JobRequest, job_submit
 from tests.jobs_helpers import job_in, submit, wait_final
 from tests.schemas import schemas_holding
 from tests.workers import WorkerProcess, wait_for

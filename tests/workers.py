@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 from django.conf import settings
-from saas_platform.urls_to_settings import database_url_with_name
+from saas_platform.lib.service_urls import database_url_with_name
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))

@@ -1,4 +1,4 @@
-"""http.request: one HTTP request to a public URL, through saas_platform.outbound_http.
+"""http.request: one HTTP request to a public URL, through saas_platform.lib.outbound_http.
 
 Retried with backoff (a plain exception; the runner schedules the retry): connection failures,
 timeouts, 5xx and 429. Failed at once (PermanentJobError): other 4xx, refused destinations, invalid
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from saas_platform import outbound_http
+from saas_platform.lib import outbound_http
 
 from jobs.catalogue import JobContext, JobType, PermanentJobError
 

@@ -16,18 +16,19 @@ from typing import Any
 import redis
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
+from saas_platform.lib.state_redis import state_key, state_redis
 
 logger = logging.getLogger(__name__)
 
 _stop = threading.Event()
 
 
-def _client() -> redis.Redis[bytes]:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5)
+def _client() -> redis.Redis:
+    return state_redis()
 
 
 def _key(nodename: str) -> str:
-    return f"{settings.REDIS_KEY_PREFIX}worker-alive:{nodename}"
+    return state_key("worker-alive", nodename)
 
 
 def heartbeat_ttl() -> int:

@@ -6,8 +6,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 
+from billing.services import tenant_create_on_plan
 from tenants.management.commands._base import as_command_error
-from tenants.services import tenant_create
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         started = time.perf_counter()
         try:
-            created = tenant_create(
+            created = tenant_create_on_plan(
                 slug=options["slug"],
                 name=options["name"],
                 plan_slug=options["plan"],
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             raise as_command_error(exc) from None
         elapsed = time.perf_counter() - started
         tenant = created.tenant
-        self.stdout.write(f"tenant: {tenant.schema_name} ({tenant.name}), plan {tenant.plan.slug}")
+        self.stdout.write(f"tenant: {tenant.schema_name} ({tenant.name}), plan {options['plan']}")
         self.stdout.write(f"schema: {tenant.schema_name}")
         self.stdout.write(f"domain: {created.domain}")
         if created.admin_email:

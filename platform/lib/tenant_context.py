@@ -20,8 +20,8 @@ from typing import Any
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
 from django.db import close_old_connections
-from django_tenants.utils import get_public_schema_name
-from saas_platform.db import connection
+from django_tenants.utils import get_public_schema_name, get_tenant_model
+from saas_platform.lib.db import connection
 
 TENANT_ID_HEADER = "tenant_id"
 TENANT_SCHEMA_HEADER = "tenant_schema"
@@ -52,13 +52,13 @@ def tenant_by_id(tenant_id: int) -> Any:
     hit = _cache.get(tenant_id)
     if hit is not None and hit[0] > now:
         return hit[1]
-    from tenants.models import Tenant
-
+    # The tenant model is found through settings (TENANT_MODEL): this library knows no app.
+    tenant_model = get_tenant_model()
     # The lookup must run in public, whatever the caller had active.
     previous = connection.tenant
     connection.set_schema_to_public()
     try:
-        tenant = Tenant.objects.filter(pk=tenant_id).first()
+        tenant = tenant_model.objects.filter(pk=tenant_id).first()
     finally:
         connection.set_tenant(previous)
     if tenant is None:

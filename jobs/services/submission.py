@@ -10,23 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models.functions import Now
 from django.utils import timezone
-from kombu.exceptions import OperationalError as KombuOperationalError
-from redis.exceptions import RedisError
-from saas_platform.celery_app import app
-from saas_platform.tenant_context import active_tenant
+from saas_platform.lib.tenant_context import active_tenant
 
+from billing.metering import usage_count
 from jobs.catalogue import job_type_get
-from jobs.models import FINAL_STATUSES, Job, JobStatus
-from jobs.publishing import jobs_publish_on_commit
+from jobs.models import Job, JobStatus
+from jobs.services.publishing import jobs_publish_on_commit
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +55,11 @@ class JobRequest:
     priority: int | None = None
     # Operators and tests may lower the job type's time limit for one job; tenants cannot.
     time_limit_seconds: int | None = None
+
+
+def _count_on_commit(tenant_id: int, jobs: int) -> None:
+    # Billed only once accepted: a rolled-back submission counts nothing.
+    transaction.on_commit(lambda: usage_count(tenant_id=tenant_id, jobs=jobs))
 
 
 def _require_tenant() -> Any:
@@ -137,7 +138,7 @@ def job_submit(
     With an idempotency key: the same key and the same request return the original job; the
     same key with a different request raises IdempotencyConflict. Nothing is written then.
     """
-    _require_tenant()
+    tenant = _require_tenant()
     now = timezone.now()
     job = _build(request, submitted_by=submitted_by, now=now)
     if idempotency_key is not None:
@@ -153,7 +154,10 @@ def job_submit(
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             job.save(force_insert=True)
             jobs_publish_on_commit([job])
+            _count_on_commit(tenant.pk, 1)
     except IntegrityError:
+        if idempotency_key is None:
+            raise  # not an idempotency race: nothing to look up (a NULL key matches any job)
         # Another request with the same key committed between our check and our insert.
         existing = Job.objects.filter(idempotency_key=idempotency_key).first()
         if existing is None:
@@ -174,7 +178,7 @@ def _replay(existing: Job, attempted: Job) -> Job:
 
 def job_submit_many(*, requests: list[JobRequest], submitted_by: str) -> list[Job]:
     """Validate and accept jobs all or none: one invalid request rejects the whole batch."""
-    _require_tenant()
+    tenant = _require_tenant()
     now = timezone.now()
     jobs: list[Job] = []
     for index, request in enumerate(requests):
@@ -186,64 +190,5 @@ def job_submit_many(*, requests: list[JobRequest], submitted_by: str) -> list[Jo
     with transaction.atomic():
         Job.objects.bulk_create(jobs)
         jobs_publish_on_commit(jobs)
+        _count_on_commit(tenant.pk, len(jobs))
     return jobs
-
-
-class JobStateError(JobSubmitError):
-    """The job is not in a state that allows this action (cancel a finished job, ...)."""
-
-
-def _revoke(task_id: str, *, terminate: bool) -> None:
-    try:
-        app.control.revoke(task_id, terminate=terminate)
-    except (KombuOperationalError, RedisError, OSError) as exc:
-        # The runner's claim refuses cancelled jobs anyway; the revoke only saves a wasted
-        # delivery (or stops a running one sooner).
-        logger.warning("could not broadcast revoke of %s: %s", task_id, exc)
-
-
-def job_cancel(*, job: Job) -> Job:
-    """Cancel a job that has not finished. It never runs afterwards, even if its message is
-    already in the broker: the runner's claim refuses a cancelled job."""
-    was_running = job.status == JobStatus.RUNNING
-    with transaction.atomic():
-        updated = (
-            Job.objects.filter(id=job.id)
-            .exclude(status__in=FINAL_STATUSES)
-            .update(status=JobStatus.CANCELLED, finished_at=Now(), error="cancelled")
-        )
-        if not updated:
-            job.refresh_from_db()
-            raise JobStateError("not_cancellable", f"The job has already {job.status}.")
-        task_id = str(job.task_id)
-        transaction.on_commit(lambda: _revoke(task_id, terminate=was_running))
-    job.refresh_from_db()
-    return job
-
-
-def job_retry(*, job: Job) -> Job:
-    """Run a failed or cancelled job again as a new attempt (a new Celery task id)."""
-    with transaction.atomic():
-        updated = Job.objects.filter(
-            id=job.id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]
-        ).update(
-            status=JobStatus.QUEUED,
-            task_id=uuid.uuid4(),
-            attempts=0,
-            result=None,
-            error="",
-            progress=None,
-            run_at=None,
-            started_at=None,
-            finished_at=None,
-            published_at=None,
-        )
-        if not updated:
-            job.refresh_from_db()
-            raise JobStateError(
-                "not_retryable",
-                f"Only failed or cancelled jobs can be retried; it is {job.status}.",
-            )
-        job.refresh_from_db()
-        jobs_publish_on_commit([job])
-    return job

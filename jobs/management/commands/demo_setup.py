@@ -6,9 +6,10 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from billing.services import tenant_create_on_plan
 from tenants.models import ApiKey, Tenant
 from tenants.provisioning import template_ensure
-from tenants.services import apikey_create, tenant_create
+from tenants.services import apikey_create
 
 DEMO_SLUG = "acme"
 DEMO_ADMIN_EMAIL = "admin@acme.example"
@@ -33,7 +34,7 @@ class Command(BaseCommand):
         template_ensure()
         tenant = Tenant.objects.filter(schema_name=DEMO_SLUG).first()
         if tenant is None:
-            tenant = tenant_create(
+            tenant = tenant_create_on_plan(
                 slug=DEMO_SLUG,
                 name="Acme Corporation",
                 admin_email=DEMO_ADMIN_EMAIL,

@@ -19,13 +19,13 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
-from saas_platform.db import connection
-from saas_platform.worker_liveness import heartbeat_ttl, workers_alive
+from saas_platform.lib.db import connection
+from saas_platform.lib.worker_liveness import heartbeat_ttl, workers_alive
 
 from jobs.catalogue import UnknownJobType, job_type_get
 from jobs.models import Job, JobStatus
-from jobs.publishing import jobs_publish_now_rollback_unsafe
-from jobs.services import BROKER_DELAY_LIMIT
+from jobs.services.publishing import jobs_publish_now_rollback_unsafe
+from jobs.services.submission import BROKER_DELAY_LIMIT
 
 logger = logging.getLogger(__name__)
 

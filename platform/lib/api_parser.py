@@ -14,7 +14,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils.datastructures import MultiValueDict
 from ninja.parser import Parser
-from saas_platform.api_errors import ApiError
+from saas_platform.lib.api_errors import ApiError
 
 MAX_DEPTH = 32
 

@@ -5,8 +5,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 
+from billing.services import subscription_change_plan
 from tenants.management.commands._base import as_command_error, tenant_by_slug
-from tenants.services import tenant_set_plan
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_by_slug(options["slug"])
         try:
-            tenant_set_plan(tenant=tenant, plan_slug=options["plan"])
+            subscription = subscription_change_plan(tenant=tenant, plan_slug=options["plan"])
         except ValidationError as exc:
             raise as_command_error(exc) from None
-        self.stdout.write(f"{tenant.schema_name} is now on plan {tenant.plan.slug}")
+        self.stdout.write(f"{tenant.schema_name} is now on plan {subscription.plan.slug}")

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
-from saas_platform.celery_app import app
-from saas_platform.tenant_context import active_tenant, tenant_activated
+from saas_platform.lib.tenant_context import active_tenant, tenant_activated
 
 from jobs.models import Job, JobStatus
 
@@ -57,7 +57,7 @@ def _send(job: Job, producer: Any) -> None:
         options["time_limit"] = job.time_limit_seconds
     # The API's priority runs 0 (lowest) to 9 (highest); Redis serves broker priority 0 first.
     options["priority"] = 9 - job.priority
-    app.send_task(job.type, **options)
+    current_app.send_task(job.type, **options)
 
 
 def jobs_publish_now_rollback_unsafe(jobs: Sequence[Job]) -> int:
@@ -71,7 +71,7 @@ def jobs_publish_now_rollback_unsafe(jobs: Sequence[Job]) -> int:
         try:
             # One Redis pipeline per chunk instead of a round trip per message; the chunk is
             # sent when the block exits, so it counts as published only after that.
-            with app.producer_or_acquire() as producer, producer.batch(max_size=len(chunk)):
+            with current_app.producer_or_acquire() as producer, producer.batch(max_size=len(chunk)):
                 for job in chunk:
                     _send(job, producer)
         except (KombuError, RedisError, OSError) as exc:
