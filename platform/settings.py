@@ -24,6 +24,9 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
     SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
+# Rotating SECRET_KEY: put the old one here (comma-separated) until sessions and password-reset
+# links signed with it have expired. API keys do not depend on it (tenants.apikeys).
+SECRET_KEY_FALLBACKS = [key for key in env_str("SECRET_KEY_FALLBACKS").split(",") if key]
 
 BASE_DOMAIN = env_hostname("BASE_DOMAIN", "localhost")
 ALLOWED_HOSTS = [BASE_DOMAIN, f".{BASE_DOMAIN}"]

@@ -5,7 +5,11 @@ A key reads `tjp_<key id>_<secret><checksum>`:
 - the key id (10 base32 characters) is the public part used to find the row;
 - the secret is 32 base62 characters (about 190 bits of randomness);
 - the checksum (6 base62 characters of a CRC32) lets garbage be refused without a database query.
-The database keeps HMAC-SHA256(server secret, key), compared in constant time.
+The database keeps `sha256:<hex digest of the key>`, compared in constant time. A plain hash is
+enough, as at the large API providers: with 190 random bits a leaked hash cannot be brute-forced,
+and no server secret is involved, so rotating SECRET_KEY never revokes a key. Keys issued before
+this scheme are stored as HMAC-SHA256(SECRET_KEY, key) (a bare hex digest); they are checked
+against SECRET_KEY and every SECRET_KEY_FALLBACKS entry and rehashed on their next use.
 """
 
 from __future__ import annotations
@@ -63,11 +67,34 @@ def key_parse(plaintext: str) -> ParsedKey | None:
     return ParsedKey(key_id=key_id, plaintext=plaintext)
 
 
+HASH_SCHEME = "sha256:"
+
+
 def key_hash(plaintext: str) -> str:
-    configured = settings.SECRET_KEY
-    secret = configured.encode() if isinstance(configured, str) else configured
-    return hmac.new(secret, plaintext.encode(), hashlib.sha256).hexdigest()
+    return HASH_SCHEME + hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def _legacy_hmacs(plaintext: str) -> list[str]:
+    secrets_ = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return [
+        hmac.new(
+            secret.encode() if isinstance(secret, str) else secret,
+            plaintext.encode(),
+            hashlib.sha256,
+        ).hexdigest()
+        for secret in secrets_
+    ]
 
 
 def key_matches(plaintext: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(key_hash(plaintext), stored_hash)
+    if stored_hash.startswith(HASH_SCHEME):
+        return hmac.compare_digest(key_hash(plaintext), stored_hash)
+    # Every candidate is compared, so the time taken does not say which secret matched.
+    matches = [
+        hmac.compare_digest(candidate, stored_hash) for candidate in _legacy_hmacs(plaintext)
+    ]
+    return any(matches)
+
+
+def key_needs_rehash(stored_hash: str) -> bool:
+    return not stored_hash.startswith(HASH_SCHEME)

@@ -71,7 +71,9 @@ class ApiKey(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
     # The public part of the key; authentication looks it up with this unique index.
     key_id = models.CharField(max_length=16, unique=True)
-    key_hash = models.CharField(max_length=64, help_text="HMAC-SHA256 of the key, hex.")
+    key_hash = models.CharField(
+        max_length=100, help_text="sha256:<hex digest of the key> (see tenants.apikeys)."
+    )
     name = models.CharField(max_length=100, blank=True)
     scopes = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -41,6 +41,10 @@ def apikey_authenticate(plaintext: str) -> KeyCheck:
     api_key = ApiKey.objects.select_related("tenant").filter(key_id=parsed.key_id).first()
     if api_key is None or not apikeys.key_matches(plaintext, api_key.key_hash):
         return KeyCheck(None, KeyRefusal.UNKNOWN)
+    if apikeys.key_needs_rehash(api_key.key_hash):
+        # A key from before the SHA-256 scheme: move it over while its plaintext is at hand.
+        api_key.key_hash = apikeys.key_hash(plaintext)
+        ApiKey.objects.filter(pk=api_key.pk).update(key_hash=api_key.key_hash)
     now = timezone.now()
     if api_key.revoked_at is not None:
         return KeyCheck(None, KeyRefusal.REVOKED)

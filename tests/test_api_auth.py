@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -126,3 +130,32 @@ def test_the_plaintext_key_is_stored_nowhere_and_logged_nowhere(tenant_db, caplo
         dump = " ".join(row[0] for row in cursor.fetchall())
     assert created.api_key.key_id in dump
     assert secret not in dump
+
+
+# --- rotating SECRET_KEY -----------------------------------------------------------------------
+
+
+def test_keys_keep_working_after_the_server_secret_is_rotated(tenant_db):
+    created = apikey_create(tenant=tenant_db.acme, name="before rotation")
+    with override_settings(SECRET_KEY="a-brand-new-secret", SECRET_KEY_FALLBACKS=[]):
+        assert call("GET", "/jobs", key=created.plaintext).status == 200
+        apikey_revoke(api_key=created.api_key)
+        answer = call("GET", "/jobs", key=created.plaintext)
+    assert (answer.status, answer.error_code) == (401, "revoked_api_key")
+
+
+def test_a_key_hashed_under_the_old_scheme_works_through_the_fallbacks_and_is_rehashed(tenant_db):
+    created = apikey_create(tenant=tenant_db.acme, name="legacy")
+    old_secret = settings.SECRET_KEY
+    legacy = hmac.new(old_secret.encode(), created.plaintext.encode(), hashlib.sha256).hexdigest()
+    ApiKey.objects.filter(pk=created.api_key.pk).update(key_hash=legacy)
+    with override_settings(SECRET_KEY="rotated-secret", SECRET_KEY_FALLBACKS=[]):
+        # Rotated without keeping the old secret: the old-scheme key cannot be verified.
+        assert call("GET", "/jobs", key=created.plaintext).status == 401
+    with override_settings(SECRET_KEY="rotated-secret", SECRET_KEY_FALLBACKS=[old_secret]):
+        assert call("GET", "/jobs", key=created.plaintext).status == 200
+    stored = ApiKey.objects.get(pk=created.api_key.pk).key_hash
+    assert stored == apikeys.key_hash(created.plaintext)
+    with override_settings(SECRET_KEY="rotated-again", SECRET_KEY_FALLBACKS=[]):
+        # Rehashed on that use: no secret is needed any more.
+        assert call("GET", "/jobs", key=created.plaintext).status == 200

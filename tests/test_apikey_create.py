@@ -7,7 +7,6 @@ import hmac
 from io import StringIO
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
@@ -52,12 +51,12 @@ def test_it_prints_the_key_alone_on_the_last_line(created_keys, tenant_db):
     assert all(key not in line for line in lines[:-1])
 
 
-def test_it_stores_only_the_hmac_of_the_key(created_keys, tenant_db):
+def test_it_stores_only_the_hash_of_the_key(created_keys, tenant_db):
     key = _create("acme", name="stored")[-1]
     parsed = apikeys.key_parse(key)
     row = ApiKey.objects.get(key_id=parsed.key_id)
-    expected = hmac.new(settings.SECRET_KEY.encode(), key.encode(), hashlib.sha256).hexdigest()
-    assert row.key_hash == expected
+    assert row.key_hash == "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    assert key not in row.key_hash
     assert row.tenant_id == tenant_db.acme.pk
     assert row.name == "stored"
 
@@ -69,7 +68,6 @@ def test_the_plaintext_appears_nowhere_in_the_api_key_table(created_keys, tenant
     assert any(apikeys.key_parse(key).key_id in row for row in rows)
     assert not any(key in row for row in rows)
     assert not any(secret[:16] in row for row in rows)
-    assert not any(hashlib.sha256(key.encode()).hexdigest() in row for row in rows)
 
 
 def test_it_grants_every_scope_by_default(created_keys, tenant_db):
@@ -165,17 +163,35 @@ def test_key_parse_rejects_a_missing_separator_even_with_a_valid_checksum():
     assert apikeys.key_parse(_with_checksum(f"tjp_abcdefghij-{secret}")) is None
 
 
-def test_key_matches_uses_the_hmac_with_the_server_secret():
+def test_key_matches_compares_the_sha256_of_the_key():
     key = apikeys.key_generate().plaintext
     stored = apikeys.key_hash(key)
-    assert stored == hmac.new(settings.SECRET_KEY.encode(), key.encode(), "sha256").hexdigest()
+    assert stored == "sha256:" + hashlib.sha256(key.encode()).hexdigest()
     assert apikeys.key_matches(key, stored)
-    assert not apikeys.key_matches(key, hashlib.sha256(key.encode()).hexdigest())
     assert not apikeys.key_matches(apikeys.key_generate().plaintext, stored)
+    assert not apikeys.key_needs_rehash(stored)
 
 
-def test_key_matches_fails_once_the_server_secret_changes():
+def test_a_key_hash_does_not_depend_on_the_server_secret():
     key = apikeys.key_generate().plaintext
     stored = apikeys.key_hash(key)
-    with override_settings(SECRET_KEY="another-server-secret"):
+    with override_settings(SECRET_KEY="another-server-secret", SECRET_KEY_FALLBACKS=[]):
+        assert apikeys.key_hash(key) == stored
+        assert apikeys.key_matches(key, stored)
+
+
+def _legacy_hash(key: str, secret: str) -> str:
+    return hmac.new(secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+
+
+def test_a_legacy_hmac_matches_under_the_secret_or_a_fallback_only():
+    key = apikeys.key_generate().plaintext
+    stored = _legacy_hash(key, "old-secret")
+    assert apikeys.key_needs_rehash(stored)
+    with override_settings(SECRET_KEY="old-secret", SECRET_KEY_FALLBACKS=[]):
+        assert apikeys.key_matches(key, stored)
+    with override_settings(SECRET_KEY="new-secret", SECRET_KEY_FALLBACKS=["old-secret"]):
+        assert apikeys.key_matches(key, stored)
+    with override_settings(SECRET_KEY="new-secret", SECRET_KEY_FALLBACKS=[]):
         assert not apikeys.key_matches(key, stored)
+    assert not apikeys.key_matches(apikeys.key_generate().plaintext, stored)
