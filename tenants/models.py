@@ -9,21 +9,40 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django_tenants.models import DomainMixin, TenantMixin
 
-SLUG_RE = re.compile(r"^[a-z][a-z0-9_]{2,40}$")
+# Schema names we create or clone into: safe SQL identifiers, never taken raw from input.
+SCHEMA_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{2,40}$")
+# A tenant's slug is its schema name and also the first label of its host name
+# (`<slug>.<BASE_DOMAIN>`), and host names cannot hold "_" (Django answers such a Host with 400).
+SLUG_RE = re.compile(r"^[a-z][a-z0-9]{2,40}$")
 # Names that would collide with PostgreSQL's own schemas, the template or platform hosts.
 RESERVED_SLUGS = frozenset(
     {"public", "tenant_template", "information_schema", "admin", "api", "www", "static", "media"}
 )
 
 
-def validate_slug(value: str) -> None:
-    if not SLUG_RE.match(value):
+def validate_schema_name(value: str) -> None:
+    if not SCHEMA_NAME_RE.match(value):
         raise ValidationError(
-            "A tenant slug is 3 to 41 characters: a lowercase letter, then lowercase letters, "
+            "A schema name is 3 to 41 characters: a lowercase letter, then lowercase letters, "
             "digits or underscores."
         )
     if value in RESERVED_SLUGS or value.startswith("pg_"):
         raise ValidationError(f"{value!r} is reserved.")
+
+
+def validate_slug(value: str) -> None:
+    """A new tenant's slug: a valid schema name that also works as a host name label."""
+    if not SLUG_RE.match(value):
+        hint = (
+            " Underscores cannot be used: the slug is also the tenant's host name."
+            if "_" in value
+            else ""
+        )
+        raise ValidationError(
+            "A tenant slug is 3 to 41 characters: a lowercase letter, then lowercase letters or "
+            "digits." + hint
+        )
+    validate_schema_name(value)
 
 
 class Tenant(TenantMixin):
@@ -52,7 +71,9 @@ class Tenant(TenantMixin):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         if not self.is_template:
-            validate_slug(self.schema_name)
+            # New tenants are held to validate_slug by tenants.services.tenant_create; a row may
+            # be older than that rule, so saving it checks only that its schema name is safe.
+            validate_schema_name(self.schema_name)
         super().save(*args, **kwargs)
 
 

@@ -24,9 +24,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from saas_platform.lib.db import connection
 
-from tenants.models import validate_slug
+from tenants.models import validate_schema_name
 
-# The source is the template (a reserved slug, so validate_slug would refuse it): accept any
+# The source is the template (a reserved name, so validate_schema_name refuses it): accept any
 # plain lowercase identifier, which is all Django and this project ever create.
 _SOURCE_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -205,7 +205,7 @@ def schema_clone(*, source: str, target: str) -> None:
     none), so a failure leaves no `target` behind. Raises ValidationError for an invalid or
     taken target name, SchemaCloneError for a missing source or objects it cannot copy.
     """
-    validate_slug(target)
+    validate_schema_name(target)
     if not _SOURCE_RE.match(source):
         raise SchemaCloneError(f"Invalid source schema name {source!r}.")
     try:

@@ -39,7 +39,7 @@ def new_schema(tenant_db) -> Iterator[Callable[[], str]]:
     made: list[str] = []
 
     def make() -> str:
-        made.append(f"sc_{uuid.uuid4().hex[:12]}")
+        made.append(f"sc{uuid.uuid4().hex[:12]}")  # also a valid tenant slug: no "_"
         return made[-1]
 
     template_ensure()

@@ -18,7 +18,7 @@ def hooli(actors, django_db_blocker):
     """A tenant of this module's own, so suspending never touches the shared actors."""
     from tenants.services import tenant_create
 
-    slug = f"ts_{uuid.uuid4().hex[:12]}"
+    slug = f"ts{uuid.uuid4().hex[:12]}"
     with django_db_blocker.unblock():
         tenant = tenant_create(slug=slug, name="Hooli").tenant
     yield tenant
