@@ -7,7 +7,8 @@ deploy/). What it does, in order:
    and export its URL; the same for REDIS_URL with `<repo>/.data/redis`. DEBUG defaults to true.
 2. Run `manage.py migrate` (every schema), then `manage.py demo_setup`, which idempotently creates
    the demo tenant `acme`, its admin, an operator account and a demo API key and prints them.
-3. Start web (`manage.py runserver 0.0.0.0:$PORT`, PORT default 8000), worker
+3. Start web (`manage.py runserver $BIND_ADDRESS:$PORT`; loopback and 8000 by default: the
+   demo accounts have known passwords, so nothing listens beyond this machine unless asked), worker
    (`celery -A saas_platform worker`) and beat (`celery -A saas_platform beat`) with the same
    environment, each output line prefixed with the process name, and print the portal and
    operator admin URLs once the web server answers.
@@ -57,6 +58,7 @@ def main() -> int:
         print(f"PORT must be a whole number, got {env['PORT']!r}", file=sys.stderr)
         return 2
     base_domain = env.get("BASE_DOMAIN", "localhost").strip().lower() or "localhost"
+    bind = env.get("BIND_ADDRESS", "127.0.0.1").strip() or "127.0.0.1"
 
     _install_signal_handlers()
     with ExitStack() as cleanup:
@@ -80,11 +82,11 @@ def main() -> int:
             cleanup.callback(group.stop)
             group.start(
                 "web",
-                [sys.executable, "manage.py", "runserver", f"0.0.0.0:{port}", "--noreload"],
+                [sys.executable, "manage.py", "runserver", f"{bind}:{port}", "--noreload"],
             )
             group.start("worker", [*celery, "-A", "saas_platform", "worker", "-l", "INFO"])
             group.start("beat", [*celery, "-A", "saas_platform", "beat", "-l", "INFO"])
-            if group.wait_for_port(port, WEB_READY_TIMEOUT):
+            if group.wait_for_port(_reachable(bind), port, WEB_READY_TIMEOUT):
                 group.say(
                     "run",
                     f"tenant portal:  http://acme.{base_domain}:{port}/\n"
@@ -109,6 +111,11 @@ def main() -> int:
             # From here on a signal must not interrupt the shutdown half-way (an embedded server
             # left running); a second Ctrl-C only cuts the grace period short.
             _signals_mean_hurry()
+
+
+def _reachable(bind: str) -> str:
+    """Where to knock to see the web server up: the wildcard addresses are reached on loopback."""
+    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind  # noqa: S104
 
 
 @contextmanager
@@ -223,14 +230,14 @@ class ProcessGroup:
             sys.stdout.write(prefix + line + "\n")
             sys.stdout.flush()
 
-    def wait_for_port(self, port: int, timeout: float) -> bool:
+    def wait_for_port(self, host: str, port: int, timeout: float) -> bool:
         """True once something accepts connections on the port; False if a child died first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(child.process.poll() is not None for child in self.children):
                 return False
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection((host, port), timeout=1):
                     return True
             except OSError:
                 time.sleep(0.2)
