@@ -140,6 +140,13 @@ def _submit_error(exc: Exception, *, index: int | None = None) -> ApiError:
     raise exc
 
 
+def _idempotency_key(request: HttpRequest) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not _IDEMPOTENCY_KEY.match(key):
+        raise ApiError(400, "bad_idempotency_key", "Idempotency-Key: 1-255 printable ASCII.")
+    return key
+
+
 def _submitted_by(request: HttpRequest) -> str:
     return f"api_key:{request.auth.key_id}"  # type: ignore[attr-defined]
 
@@ -169,12 +176,11 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
 @router.post("/jobs", response={202: JobOut}, summary="Submit a job")
 def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise ApiError(400, "bad_idempotency_key", "Idempotency-Key: 1-255 printable ASCII.")
     try:
         job = job_submit(
-            request=payload.to_request(), submitted_by=_submitted_by(request), idempotency_key=key
+            request=payload.to_request(),
+            submitted_by=_submitted_by(request),
+            idempotency_key=_idempotency_key(request),
         )
     except (JobSubmitError, UnknownJobType, JobArgsError) as exc:
         raise _submit_error(exc) from None
@@ -188,6 +194,7 @@ def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any
         jobs = job_submit_many(
             requests=[item.to_request() for item in payload.jobs],
             submitted_by=_submitted_by(request),
+            idempotency_key=_idempotency_key(request),
         )
     except (JobSubmitError, UnknownJobType, JobArgsError) as exc:
         raise _submit_error(exc, index=getattr(exc, "batch_index", None)) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -87,3 +88,20 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+class JobBatch(models.Model):
+    """A batch submitted with an Idempotency-Key: replaying the key returns the same jobs.
+
+    Batches without a key leave no row. The key space is the batches' own, apart from single
+    jobs' keys.
+    """
+
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    request_hash = models.CharField(max_length=64)
+    # The batch's jobs in submission order.
+    job_ids = ArrayField(models.UUIDField())
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"batch {self.idempotency_key} ({len(self.job_ids)} jobs)"

@@ -167,3 +167,46 @@ def test_a_malformed_idempotency_key_is_a_400(tenant_db):
         headers={"Idempotency-Key": "x" * 300},
     )  # fmt: skip
     assert (answer.status, answer.error_code) == (400, "bad_idempotency_key")
+
+
+# --- Idempotency-Key on a batch ------------------------------------------------------------------
+
+BATCH = {"jobs": [{"type": "demo.add", "args": {"x": n, "y": 1}} for n in range(3)]}
+
+
+def test_the_same_idempotency_key_and_batch_return_the_original_jobs_in_order(tenant_db):
+    headers = {"Idempotency-Key": "nightly-batch-1"}
+    first = call("POST", "/jobs/batch", key=tenant_db.acme_key, body=BATCH, headers=headers)
+    before = _count(tenant_db.acme)
+    second = call("POST", "/jobs/batch", key=tenant_db.acme_key, body=BATCH, headers=headers)
+    assert first.status == second.status == 202
+    assert [job["id"] for job in second.body["jobs"]] == [job["id"] for job in first.body["jobs"]]
+    assert [job["args"]["x"] for job in second.body["jobs"]] == [0, 1, 2]
+    assert _count(tenant_db.acme) == before
+
+
+def test_the_same_idempotency_key_with_another_batch_is_a_409_and_writes_nothing(tenant_db):
+    headers = {"Idempotency-Key": "nightly-batch-2"}
+    call("POST", "/jobs/batch", key=tenant_db.acme_key, body=BATCH, headers=headers)
+    before = _count(tenant_db.acme)
+    other = {"jobs": BATCH["jobs"][:2]}
+    answer = call("POST", "/jobs/batch", key=tenant_db.acme_key, body=other, headers=headers)
+    assert (answer.status, answer.error_code) == (409, "idempotency_conflict")
+    assert len(answer.body["error"]["details"]["job_ids"]) == 3
+    assert _count(tenant_db.acme) == before
+
+
+def test_a_batch_without_a_key_is_accepted_each_time(tenant_db):
+    before = _count(tenant_db.acme)
+    for _ in range(2):
+        assert call("POST", "/jobs/batch", key=tenant_db.acme_key, body=BATCH).status == 202
+    assert _count(tenant_db.acme) == before + 6
+
+
+def test_a_malformed_idempotency_key_on_a_batch_is_a_400_and_writes_nothing(tenant_db):
+    before = _count(tenant_db.acme)
+    answer = call(
+        "POST", "/jobs/batch", key=tenant_db.acme_key, body=BATCH, headers={"Idempotency-Key": "é"}
+    )
+    assert (answer.status, answer.error_code) == (400, "bad_idempotency_key")
+    assert _count(tenant_db.acme) == before

@@ -403,3 +403,30 @@ def test_idempotency_keys_are_per_tenant(tenant_db, broker, by):
     assert in_globex.id != in_acme.id
     holding = schemas_holding("jobs_job", "id", [in_acme.id, in_globex.id])
     assert holding == {str(in_acme.id): {"acme"}, str(in_globex.id): {"globex"}}
+
+
+def test_an_insert_conflict_without_an_idempotency_key_is_not_taken_for_a_replay(
+    tenant_db, monkeypatch
+):
+    # The lookup after a conflict once ran with `idempotency_key IS NULL`, which matches any job
+    # submitted without a key, and returned that unrelated job as if it were this one.
+    import django.db
+
+    import jobs.services.submission as submission
+
+    with tenant_db.acme:
+        unrelated = job_submit(
+            request=JobRequest(type="demo.add", args={"x": 1, "y": 1}), submitted_by="operator"
+        )
+        real_build = submission._build
+
+        def colliding_build(*args, **kwargs):
+            job = real_build(*args, **kwargs)
+            job.id = unrelated.id  # the INSERT now fails on the primary key
+            return job
+
+        monkeypatch.setattr(submission, "_build", colliding_build)
+        with pytest.raises(django.db.IntegrityError):
+            job_submit(
+                request=JobRequest(type="demo.add", args={"x": 2, "y": 2}), submitted_by="operator"
+            )

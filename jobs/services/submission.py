@@ -21,7 +21,7 @@ from saas_platform.lib.tenant_context import active_tenant
 
 from billing.metering import usage_count
 from jobs.catalogue import job_type_get
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobBatch, JobStatus
 from jobs.services.publishing import jobs_publish_on_commit
 
 logger = logging.getLogger(__name__)
@@ -176,8 +176,15 @@ def _replay(existing: Job, attempted: Job) -> Job:
     return existing
 
 
-def job_submit_many(*, requests: list[JobRequest], submitted_by: str) -> list[Job]:
-    """Validate and accept jobs all or none: one invalid request rejects the whole batch."""
+def job_submit_many(
+    *, requests: list[JobRequest], submitted_by: str, idempotency_key: str | None = None
+) -> list[Job]:
+    """Validate and accept jobs all or none: one invalid request rejects the whole batch.
+
+    With an idempotency key, as for one job: the same key and the same requests return the
+    original jobs (in their order); the same key with other requests raises
+    IdempotencyConflict; nothing is written then.
+    """
     tenant = _require_tenant()
     now = timezone.now()
     jobs: list[Job] = []
@@ -187,8 +194,40 @@ def job_submit_many(*, requests: list[JobRequest], submitted_by: str) -> list[Jo
         except Exception as exc:
             exc.batch_index = index  # type: ignore[attr-defined]  # tells the API which one
             raise
-    with transaction.atomic():
-        Job.objects.bulk_create(jobs)
-        jobs_publish_on_commit(jobs)
-        _count_on_commit(tenant.pk, len(jobs))
+    batch_hash = ""
+    if idempotency_key is not None:
+        batch_hash = hashlib.sha256(
+            "".join(request_fingerprint(request) for request in requests).encode()
+        ).hexdigest()
+        existing = JobBatch.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return _replay_batch(existing, batch_hash)
+    try:
+        with transaction.atomic():
+            if idempotency_key is not None:
+                # First: a concurrent replay of the key fails here before anything is written.
+                JobBatch.objects.create(
+                    idempotency_key=idempotency_key,
+                    request_hash=batch_hash,
+                    job_ids=[job.id for job in jobs],
+                )
+            Job.objects.bulk_create(jobs)
+            jobs_publish_on_commit(jobs)
+            _count_on_commit(tenant.pk, len(jobs))
+    except IntegrityError:
+        existing = JobBatch.objects.filter(idempotency_key=idempotency_key).first()
+        if idempotency_key is None or existing is None:
+            raise
+        return _replay_batch(existing, batch_hash)
     return jobs
+
+
+def _replay_batch(existing: JobBatch, batch_hash: str) -> list[Job]:
+    if existing.request_hash != batch_hash:
+        raise IdempotencyConflict(
+            "idempotency_conflict",
+            "This Idempotency-Key was used with a different batch.",
+            {"job_ids": [str(job_id) for job_id in existing.job_ids]},
+        )
+    by_id = Job.objects.in_bulk(existing.job_ids)
+    return [by_id[job_id] for job_id in existing.job_ids]
