@@ -172,7 +172,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "queue_order_strategy": "priority",
     "priority_steps": list(range(10)),
 }
-CELERY_RESULT_EXPIRES = None  # retention is per plan, enforced by our own cleanup
+# Off: Celery's daily cleanup task would run in the public schema, which has no results table.
+CELERY_RESULT_EXPIRES = None
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -200,9 +201,6 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": JOBS_RECONCILE_SECONDS * 3},
     },
 }
-# The default rate of each job type, in the seed's annotation form; the tenant's plan scales or
-# overrides it (billing). Filled in from the job catalogue by saas_platform.celery_app.
-CELERY_TASK_ANNOTATIONS: dict[str, dict[str, str]] = {}
 
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
