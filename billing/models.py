@@ -15,7 +15,7 @@ class Plan(models.Model):
     slug = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=100)
     monthly_job_quota = models.PositiveIntegerField(help_text="Jobs a tenant may submit per month.")
-    # Multiplies every job type's default rate (jobs.catalogue.JobType.default_rate); 2.0 doubles it.
+    # Multiplies every job type's default rate (JobType.default_rate); 2.0 doubles it.
     rate_multiplier = models.FloatField(default=1.0)
     submit_rate = models.CharField(max_length=20, default="10/s", help_text="Celery notation.")
     concurrency = models.PositiveIntegerField(help_text="Jobs of one tenant running at once.")
