@@ -44,9 +44,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     # kombu marks a message it puts back after a lost worker as redelivered.
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
     try:
-        claimed = job_claim(
-            job_id=job_id, task_id=task_id, nodename=task.request.hostname, redelivered=redelivered
-        )
+        claimed = job_claim(job_id=job_id, task_id=task_id, redelivered=redelivered)
     except (OperationalError, InterfaceError) as exc:
         # The database is unreachable: the job was not claimed and no attempt was used. Send the
         # message again later rather than let Celery ack it as failed with the job still queued.

@@ -42,11 +42,13 @@ if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
 
 def _delete_our_redis_keys() -> None:
     import redis
+    from saas_platform.lib.service_urls import redis_with_db
 
     prefix = os.environ["REDIS_KEY_PREFIX"]
     for db in (0, 1, 2):  # broker, cache and state databases
         try:
-            client = redis.Redis.from_url(os.environ["REDIS_URL"], db=db)
+            # The URL's own database would win over a db= argument: name it in the URL.
+            client = redis.Redis.from_url(redis_with_db(os.environ["REDIS_URL"], db))
             keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
             if keys:
                 client.delete(*keys)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 from django.utils import timezone
@@ -46,15 +47,15 @@ def test_a_fresh_unpublished_job_is_left_to_its_own_publisher(tenant_db):
 
 
 def test_a_job_running_past_its_time_limit_on_a_live_worker_is_requeued(tenant_db):
-    from saas_platform.lib.state_redis import state_key, state_redis
+    from saas_platform.lib.worker_liveness import WorkerReport, report_publish
 
     from jobs.services.transitions import job_claim
 
     node = "alive-test-node@host"
-    state_redis().set(state_key("worker-alive", node), "1", ex=60)
+    report_publish(WorkerReport(node, "n", 1, (), frozenset(), time.time()))
     job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
     with tenant_db.initech:
-        job_claim(job_id=str(job.id), task_id=str(job.task_id), nodename=node)
+        job_claim(job_id=str(job.id), task_id=str(job.task_id), worker=node)
         # demo.add's hard limit is 120 s: an hour in, that attempt cannot still be running.
         Job.objects.filter(id=job.id).update(started_at=timezone.now() - timedelta(hours=1))
         report = tenant_reconcile()
@@ -65,15 +66,15 @@ def test_a_job_running_past_its_time_limit_on_a_live_worker_is_requeued(tenant_d
 
 
 def test_a_job_running_within_its_time_limit_on_a_live_worker_is_left_alone(tenant_db):
-    from saas_platform.lib.state_redis import state_key, state_redis
+    from saas_platform.lib.worker_liveness import WorkerReport, report_publish
 
     from jobs.services.transitions import job_claim
 
     node = "alive-test-node-2@host"
-    state_redis().set(state_key("worker-alive", node), "1", ex=60)
+    report_publish(WorkerReport(node, "n", 1, (), frozenset(), time.time()))
     job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
     with tenant_db.initech:
-        job_claim(job_id=str(job.id), task_id=str(job.task_id), nodename=node)
+        job_claim(job_id=str(job.id), task_id=str(job.task_id), worker=node)
         Job.objects.filter(id=job.id).update(started_at=timezone.now() - timedelta(seconds=60))
         tenant_reconcile()
         assert Job.objects.get(id=job.id).status == JobStatus.RUNNING

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 from saas_platform.lib.db import connection
-from saas_platform.lib.worker_liveness import heartbeat_ttl, workers_alive
+from saas_platform.lib.worker_liveness import heartbeat_ttl, worker_reports
 
 from jobs.catalogue import UnknownJobType, job_type_get
 from jobs.models import Job, JobStatus
@@ -28,6 +28,12 @@ from jobs.services.publishing import jobs_publish_now_rollback_unsafe
 from jobs.services.submission import BROKER_DELAY_LIMIT
 
 logger = logging.getLogger(__name__)
+
+
+def incarnation_of(worker: str) -> str:
+    """The incarnation part of Job.worker ("<incarnation>:<pid>")."""
+    return worker.rsplit(":", 1)[0]
+
 
 # Give the submitting process's own on_commit publish time to happen before stepping in.
 UNPUBLISHED_GRACE = timedelta(seconds=5)
@@ -78,10 +84,6 @@ def jobs_republish_unpublished() -> int:
     return published
 
 
-def _node(worker: str) -> str:
-    return worker.rsplit(":", 1)[0]
-
-
 def _overdue(
     job_type: str, time_limit: int | None, started_at: datetime | None, now: datetime
 ) -> bool:
@@ -109,11 +111,11 @@ def jobs_rescue_from_dead_workers() -> int:
     )
     if not running:
         return 0
-    alive = workers_alive({_node(row[1]) for row in running})
+    alive = worker_reports({incarnation_of(row[1]) for row in running})
     orphans = [
         (job_id, worker)
         for job_id, worker, job_type, time_limit, started_at in running
-        if _node(worker) not in alive or _overdue(job_type, time_limit, started_at, now)
+        if incarnation_of(worker) not in alive or _overdue(job_type, time_limit, started_at, now)
     ]
     rescued: list[Job] = []
     for job_id, worker in orphans:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from django.db.models.functions import Now
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 from saas_platform.lib.db import connection
+from saas_platform.lib.worker_liveness import current_incarnation
 
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.services.publishing import jobs_publish_on_commit
@@ -28,7 +28,6 @@ from jobs.services.submission import JobSubmitError
 
 logger = logging.getLogger(__name__)
 
-_HOSTNAME = socket.gethostname()
 _MAX_ERROR_CHARS = 10_000
 
 
@@ -54,13 +53,13 @@ RETURNING type, args, attempts, max_attempts
 
 
 def job_claim(
-    *, job_id: str, task_id: str, nodename: str | None = None, redelivered: bool = False
+    *, job_id: str, task_id: str, worker: str | None = None, redelivered: bool = False
 ) -> ClaimedJob | None:
-    # "<worker node name>:<pid>": the node name is what the liveness check knows; the pid is read
-    # per call because pool children are forked after this module is imported.
-    worker = f"{nodename or _HOSTNAME}:{os.getpid()}"
+    """`worker`: the claiming worker's incarnation (saas_platform.lib.worker_liveness); the job
+    records "<incarnation>:<pid>" (the pid is read per call: pool children fork after import)."""
+    where = f"{worker or current_incarnation()}:{os.getpid()}"
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [worker, job_id, task_id, redelivered])
+        cursor.execute(_CLAIM_SQL, [where, job_id, task_id, redelivered])
         row = cursor.fetchone()
     if row is None:
         return None
