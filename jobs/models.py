@@ -73,6 +73,16 @@ class Job(models.Model):
                 name="job_unpublished_idx",
                 condition=Q(status="queued", published_at__isnull=True),
             ),
+            # The reconciler: queued jobs published a while ago, oldest first (lost messages).
+            models.Index(
+                fields=["published_at"],
+                name="job_queued_published_idx",
+                condition=Q(status="queued"),
+            ),
+            # The reconciler: running jobs, oldest first (dead workers, unrecorded ends).
+            models.Index(
+                fields=["started_at"], name="job_running_idx", condition=Q(status="running")
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

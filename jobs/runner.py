@@ -18,6 +18,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
 from saas_platform.lib.db import connection
+from saas_platform.lib.worker_liveness import pool_kills_on_time_limit
 
 from billing.metering import usage_count
 from jobs.catalogue import JobContext, PermanentJobError, job_type_get
@@ -27,6 +28,7 @@ from jobs.services.transitions import (
     job_report_progress,
     job_requeue_for_retry,
 )
+from jobs.time_limits import JobTimeLimitExceeded, time_limit_enforced
 
 DATABASE_RETRY_SECONDS = 5
 
@@ -37,6 +39,12 @@ class AttemptsExhausted(RuntimeError):
 
 def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _hard_time_limit(task: Task, default: float) -> float:  # type: ignore[type-arg]
+    # A job's own lower limit travels in the message (jobs.services.publishing: time_limit).
+    limits = task.request.timelimit or (None, None)
+    return float(limits[1] or task.time_limit or default)
 
 
 def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
@@ -67,7 +75,15 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     )
     began = time.monotonic()
     try:
-        result = job_type.run(context, claimed.args)
+        if pool_kills_on_time_limit():
+            result = job_type.run(context, claimed.args)
+        else:
+            with time_limit_enforced(_hard_time_limit(task, job_type.time_limit_seconds)):
+                result = job_type.run(context, claimed.args)
+    except JobTimeLimitExceeded:
+        limit = _hard_time_limit(task, job_type.time_limit_seconds)
+        job_fail(job_id=job_id, task_id=task_id, error=f"time limit of {limit:g} s exceeded")
+        raise
     except PermanentJobError as exc:
         job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
         raise

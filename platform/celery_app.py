@@ -19,6 +19,8 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.CELERY_DB_REUSE_MAX = 1_000_000
 app.autodiscover_tasks(["saas_platform", "jobs", "tenants", "billing"])
 
-# Signal handlers: the tenant's trip through publish/prerun/postrun, and worker heartbeats.
+# Signal handlers: the tenant's trip through publish/prerun/postrun, the publish time on every
+# message, worker incarnations and heartbeats.
+import saas_platform.lib.broker  # noqa: E402
 import saas_platform.lib.tenant_context  # noqa: E402
 import saas_platform.lib.worker_liveness  # noqa: E402, F401

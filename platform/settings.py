@@ -153,6 +153,13 @@ CELERY_BROKER_URL = REDIS_URL
 # of the request for writes made outside the task (worker lost, time limit, revoke).
 CELERY_RESULT_BACKEND = "jobs.results_backend.JobResultsBackend"
 CELERY_RESULT_EXTENDED = True
+# A job's end is recorded even across a database outage of a couple of minutes: the write is
+# retried with backoff (0.5 s doubling to 10 s, about 3 minutes in all) before Celery gives up;
+# after that the reconciler requeues the attempt whose end was never recorded.
+CELERY_RESULT_BACKEND_ALWAYS_RETRY = True
+CELERY_RESULT_BACKEND_MAX_RETRIES = 20
+CELERY_RESULT_BACKEND_BASE_SLEEP_BETWEEN_RETRIES_MS = 500
+CELERY_RESULT_BACKEND_MAX_SLEEP_BETWEEN_RETRIES_MS = 10_000
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -189,18 +196,15 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_step": 0.2,
     "interval_max": 0.5,
 }
+# The reconciler (jobs.maintenance) runs in every worker's main process, one pass at a time
+# across the cluster, this often.
 JOBS_RECONCILE_SECONDS = env_int("JOBS_RECONCILE_SECONDS", 10, minimum=1)
-# Workers refresh a liveness key this often (TTL three times that); the reconciler requeues the
-# running jobs of a worker whose key expired. 10 s + 30 s TTL + 10 s reconcile: well within the
-# contract's 2 minutes.
+# Workers report themselves this often (TTL three times that); one whose report has been missing
+# on two looks a TTL apart is dead: 10 s beats, 30 s TTL and 10 s passes put a dead worker's
+# jobs back within about 80 s, inside the contract's 2 minutes.
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
-CELERY_BEAT_SCHEDULE = {
-    "jobs-reconcile": {
-        "task": "platform.jobs_reconcile",
-        "schedule": float(JOBS_RECONCILE_SECONDS),
-        "options": {"expires": JOBS_RECONCILE_SECONDS * 3},
-    },
-}
+# Platform schedules (beat, from settings as in the seed); tenants' schedules live in their schemas.
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

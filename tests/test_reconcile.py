@@ -1,14 +1,24 @@
-"""The reconciler: stranded jobs are published, due scheduled jobs are released."""
+"""The reconciler's pass over one tenant (jobs.services.reconciliation), step by step.
+
+Worker reports and the broker are real (the run's Redis); worker processes are not needed here:
+tests/test_worker_death.py and friends cover the same paths with real workers.
+"""
 
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
+from saas_platform.lib.state_redis import state_key, state_redis
+from saas_platform.lib.worker_liveness import WorkerReport, heartbeat_ttl, report_publish
 
+import jobs.services.reconciliation as reconciliation
 from jobs.models import Job, JobStatus
-from jobs.services.reconciliation import tenant_reconcile
+from jobs.services.reconciliation import WorkerView, tenant_reconcile
+from jobs.services.transitions import job_claim
 from tests.jobs_helpers import submit
 
 
@@ -46,35 +56,191 @@ def test_a_fresh_unpublished_job_is_left_to_its_own_publisher(tenant_db):
         assert Job.objects.get(id=job.id).published_at is None
 
 
-def test_a_job_running_past_its_time_limit_on_a_live_worker_is_requeued(tenant_db):
-    from saas_platform.lib.worker_liveness import WorkerReport, report_publish
+def _incarnation() -> str:
+    return f"reconcile-test@host#{uuid.uuid4().hex[:8]}"
 
-    from jobs.services.transitions import job_claim
 
-    node = "alive-test-node@host"
-    report_publish(WorkerReport(node, "n", 1, (), frozenset(), time.time()))
-    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+def _report(incarnation: str, held: set[str], at: float | None = None) -> WorkerReport:
+    return WorkerReport(incarnation, "node", 1, ("default",), frozenset(held), at or time.time())
+
+
+_made: list[Job] = []
+
+
+def _running(tenant, incarnation: str, *, started_ago: timedelta) -> Job:
+    job = submit(tenant, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+    with tenant:
+        job_claim(job_id=str(job.id), task_id=str(job.task_id), worker=incarnation)
+        Job.objects.filter(id=job.id).update(started_at=timezone.now() - started_ago)
+        _made.append(job)
+        return Job.objects.get(id=job.id)
+
+
+@pytest.fixture(autouse=True)
+def _finish_what_the_test_left_running(tenant_db):
+    # What a test leaves unfinished (running on a made-up worker, queued with its message gone)
+    # would otherwise be found by the next test's pass.
+    yield
     with tenant_db.initech:
-        job_claim(job_id=str(job.id), task_id=str(job.task_id), worker=node)
-        # demo.add's hard limit is 120 s: an hour in, that attempt cannot still be running.
-        Job.objects.filter(id=job.id).update(started_at=timezone.now() - timedelta(hours=1))
-        report = tenant_reconcile()
-        rescued = Job.objects.get(id=job.id)
-    assert report.rescued >= 1
-    assert rescued.status == JobStatus.QUEUED
-    assert rescued.task_id != job.task_id
+        Job.objects.filter(id__in=[job.id for job in _made]).update(status=JobStatus.FAILED)
+    _made.clear()
 
 
-def test_a_job_running_within_its_time_limit_on_a_live_worker_is_left_alone(tenant_db):
-    from saas_platform.lib.worker_liveness import WorkerReport, report_publish
+# --- running jobs ------------------------------------------------------------------------------
 
-    from jobs.services.transitions import job_claim
 
-    node = "alive-test-node-2@host"
-    report_publish(WorkerReport(node, "n", 1, (), frozenset(), time.time()))
-    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+def test_a_job_held_by_a_live_worker_is_left_alone_however_long_it_runs(tenant_db):
+    # demo.add's hard limit is 120 s; an hour in, it is still the worker's business.
+    incarnation = _incarnation()
+    job = _running(tenant_db.initech, incarnation, started_ago=timedelta(hours=1))
+    report_publish(_report(incarnation, {str(job.task_id)}))
     with tenant_db.initech:
-        job_claim(job_id=str(job.id), task_id=str(job.task_id), worker=node)
-        Job.objects.filter(id=job.id).update(started_at=timezone.now() - timedelta(seconds=60))
-        tenant_reconcile()
+        report = tenant_reconcile(WorkerView.look())
         assert Job.objects.get(id=job.id).status == JobStatus.RUNNING
+    assert report.rescued == 0
+
+
+def test_a_job_its_live_worker_no_longer_holds_is_requeued_under_a_new_task_id(tenant_db):
+    # The attempt ended but its end was never written (the database was down then).
+    incarnation = _incarnation()
+    job = _running(tenant_db.initech, incarnation, started_ago=timedelta(seconds=30))
+    report_publish(_report(incarnation, set()))
+    with tenant_db.initech:
+        report = tenant_reconcile(WorkerView.look())
+        rescued = Job.objects.get(id=job.id)
+    assert report.rescued == 1
+    assert (rescued.status, rescued.worker) == (JobStatus.QUEUED, "")
+    assert rescued.task_id != job.task_id
+    assert rescued.published_at is not None
+    assert "never recorded" in rescued.error
+
+
+def test_a_report_older_than_the_jobs_start_does_not_speak_for_it(tenant_db):
+    incarnation = _incarnation()
+    job = _running(tenant_db.initech, incarnation, started_ago=timedelta(seconds=1))
+    report_publish(_report(incarnation, set(), at=time.time() - 30))
+    with tenant_db.initech:
+        tenant_reconcile(WorkerView.look())
+        assert Job.objects.get(id=job.id).status == JobStatus.RUNNING
+
+
+def _mark_missing_since(incarnation: str, seconds_ago: float) -> None:
+    state_redis().set(state_key("worker-missing", incarnation), str(time.time() - seconds_ago))
+
+
+def test_a_worker_missing_once_is_not_dead_yet(tenant_db):
+    incarnation = _incarnation()  # never reported: missing from the first look
+    job = _running(tenant_db.initech, incarnation, started_ago=timedelta(minutes=5))
+    with tenant_db.initech:
+        tenant_reconcile(WorkerView.look())
+        assert Job.objects.get(id=job.id).status == JobStatus.RUNNING
+    # The first look was recorded, to be confirmed a TTL later.
+    assert state_redis().get(state_key("worker-missing", incarnation)) is not None
+
+
+def test_a_worker_missing_on_two_looks_a_ttl_apart_is_dead_and_its_job_requeued(tenant_db):
+    incarnation = _incarnation()
+    job = _running(tenant_db.initech, incarnation, started_ago=timedelta(minutes=5))
+    _mark_missing_since(incarnation, heartbeat_ttl() + 1)
+    with tenant_db.initech:
+        report = tenant_reconcile(WorkerView.look())
+        rescued = Job.objects.get(id=job.id)
+    assert report.rescued == 1
+    assert rescued.status == JobStatus.QUEUED
+    assert "died" in rescued.error
+
+
+def test_a_worker_that_reports_again_is_no_longer_suspected(tenant_db):
+    incarnation = _incarnation()
+    job = _running(tenant_db.initech, incarnation, started_ago=timedelta(minutes=5))
+    _mark_missing_since(incarnation, heartbeat_ttl() + 1)
+    report_publish(_report(incarnation, {str(job.task_id)}))  # back after a Redis blip
+    assert state_redis().get(state_key("worker-missing", incarnation)) is None
+    with tenant_db.initech:
+        tenant_reconcile(WorkerView.look())
+        assert Job.objects.get(id=job.id).status == JobStatus.RUNNING
+
+
+# --- queued jobs whose message was lost --------------------------------------------------------
+
+
+@pytest.fixture
+def no_lost_grace(monkeypatch):
+    monkeypatch.setattr(reconciliation, "LOST_GRACE", timedelta(0))
+
+
+def _published_to_own_queue(tenant, queue: str) -> Job:
+    """A job published for real, to a queue no worker here consumes."""
+    from jobs.services.publishing import jobs_publish_now_rollback_unsafe
+
+    job = submit(tenant, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+    with tenant:
+        Job.objects.filter(id=job.id).update(queue=queue, run_at=None, status=JobStatus.QUEUED)
+        job = Job.objects.get(id=job.id)
+        jobs_publish_now_rollback_unsafe([job])
+        _made.append(job)
+        return Job.objects.get(id=job.id)
+
+
+def _flush_queue(queue: str) -> None:
+    import redis
+    from django.conf import settings
+
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    for key in broker.scan_iter(match=f"{settings.REDIS_KEY_PREFIX}{queue}*"):
+        broker.delete(key)
+
+
+def test_a_job_whose_message_still_waits_in_the_broker_is_left_alone(tenant_db, no_lost_grace):
+    queue = f"lost-{uuid.uuid4().hex[:6]}"
+    job = _published_to_own_queue(tenant_db.initech, queue)
+    time.sleep(0.01)
+    with tenant_db.initech:
+        report = tenant_reconcile(WorkerView())
+        assert Job.objects.get(id=job.id).published_at == job.published_at
+    assert report.lost == 0
+    _flush_queue(queue)
+
+
+def test_a_job_whose_message_is_gone_is_published_again(tenant_db, no_lost_grace):
+    queue = f"lost-{uuid.uuid4().hex[:6]}"
+    job = _published_to_own_queue(tenant_db.initech, queue)
+    _flush_queue(queue)  # as a FLUSHDB or a failover would
+    time.sleep(0.01)
+    with tenant_db.initech:
+        report = tenant_reconcile(WorkerView())
+        again = Job.objects.get(id=job.id)
+    assert report.lost == 1
+    assert again.published_at > job.published_at
+    assert again.task_id == job.task_id  # the same attempt: whichever copy comes first runs it
+    _flush_queue(queue)
+
+
+def test_a_job_held_by_a_live_worker_is_not_lost(tenant_db, no_lost_grace):
+    queue = f"lost-{uuid.uuid4().hex[:6]}"
+    job = _published_to_own_queue(tenant_db.initech, queue)
+    _flush_queue(queue)  # consumed: the worker holds it (prefetched, or waiting for its ETA)
+    view = WorkerView(reports={"w": _report("w", {str(job.task_id)}, at=time.time() + 5)})
+    with tenant_db.initech:
+        assert tenant_reconcile(view).lost == 0
+
+
+def test_nothing_is_called_lost_while_a_worker_may_still_be_dead(tenant_db, no_lost_grace):
+    queue = f"lost-{uuid.uuid4().hex[:6]}"
+    job = _published_to_own_queue(tenant_db.initech, queue)
+    _flush_queue(queue)
+    view = WorkerView(doubtful={"maybe-dead#1"})
+    with tenant_db.initech:
+        assert tenant_reconcile(view).lost == 0
+        assert Job.objects.get(id=job.id).published_at == job.published_at
+
+
+def test_a_report_taken_before_the_publish_cannot_vouch_that_nothing_holds_it(
+    tenant_db, no_lost_grace
+):
+    queue = f"lost-{uuid.uuid4().hex[:6]}"
+    _published_to_own_queue(tenant_db.initech, queue)
+    _flush_queue(queue)
+    view = WorkerView(reports={"w": _report("w", set(), at=time.time() - 60)})
+    with tenant_db.initech:
+        assert tenant_reconcile(view).lost == 0

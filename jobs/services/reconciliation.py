@@ -1,33 +1,58 @@
-"""Keeping accepted work moving: the reconciler, run periodically by beat for every tenant.
+"""Keeping accepted work moving: the reconciler's pass over one tenant (jobs.maintenance runs it).
 
-1. Publish jobs that were committed but never published (the broker was down at submit time).
-2. Release `scheduled` jobs whose run_at is near: they go to the broker with an ETA.
-3. Requeue `running` jobs whose worker died whole (its liveness key expired), and jobs `running`
-   for longer than their hard time limit allows (their end was never recorded: the database
-   was unreachable when the worker tried), under a new task id, so the old message, if Redis
-   ever restores it, is stale and dropped.
-All read through indexes (jobs.models.Job.Meta), so a tenant with nothing to do costs a few
-index probes.
+Every way a job can be stranded, and the step that ends it:
+1. committed but never published (the broker was down at submit time): publish it;
+2. `scheduled` and due within the broker-delay window: queue and publish it;
+3. `running` on a worker that is dead (two looks a TTL apart: worker_liveness), or on a live worker
+   that no longer holds its task (the attempt ended but its end was never recorded, say the
+   database was unreachable then): requeue it under a new task id, so that the old message, if
+   Redis ever gives it back, is stale and dropped. A job running on a live worker that holds it
+   is never touched, however long it runs;
+4. `queued` and published a while ago, but its message is neither waiting in the broker (older
+   than the one next in line: lib.broker) nor held by any live worker: the message was lost (a
+   flush, a failover, a retry whose publish failed): publish it again. A duplicate is harmless,
+   the claim lets one message run a job, so every doubt (a worker not yet confirmed dead, a
+   report older than the publish) means "wait for the next pass", never "publish twice".
+Prefetched and ETA messages of a dead worker are put back on their queues by the pass before
+it visits tenants (jobs.maintenance), so their jobs simply run.
+
+All read through indexes (jobs.models.Job.Meta); rows are taken oldest first, BATCH at a time.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
+from saas_platform.lib.broker import broker_step, oldest_waiting
 from saas_platform.lib.db import connection
-from saas_platform.lib.worker_liveness import heartbeat_ttl, worker_reports
+from saas_platform.lib.worker_liveness import (
+    WorkerReport,
+    deaths_confirm,
+    registered_incarnations,
+    worker_reports,
+)
 
-from jobs.catalogue import UnknownJobType, job_type_get
 from jobs.models import Job, JobStatus
 from jobs.services.publishing import jobs_publish_now_rollback_unsafe
 from jobs.services.submission import BROKER_DELAY_LIMIT
+from jobs.services.transitions import job_requeue_rescued
 
 logger = logging.getLogger(__name__)
+
+# Give the submitting process's own on_commit publish time to happen before stepping in.
+UNPUBLISHED_GRACE = timedelta(seconds=5)
+# A message published this long ago and found nowhere is lost (the claim makes a false alarm a
+# harmless duplicate; this keeps those rare).
+LOST_GRACE = timedelta(seconds=30)
+# A worker report must be this much younger than a job's start (or a message's publish) to
+# speak for it: what the worker holds is read a moment before the report is written.
+REPORT_MARGIN_SECONDS = 2.0
+BATCH = 500
 
 
 def incarnation_of(worker: str) -> str:
@@ -35,18 +60,52 @@ def incarnation_of(worker: str) -> str:
     return worker.rsplit(":", 1)[0]
 
 
-# Give the submitting process's own on_commit publish time to happen before stepping in.
-UNPUBLISHED_GRACE = timedelta(seconds=5)
-# Beyond its hard time limit, how long a running job may go unrecorded before it is requeued.
-STUCK_GRACE = timedelta(seconds=60)
-BATCH = 500
+@dataclass
+class WorkerView:
+    """What one pass knows of the workers: live reports, confirmed deaths, and doubt."""
+
+    reports: dict[str, WorkerReport] = field(default_factory=dict)
+    dead: set[str] = field(default_factory=set)
+    doubtful: set[str] = field(default_factory=set)  # no report, death not yet confirmed
+    _looked_at: set[str] = field(default_factory=set)
+    _queue_heads: dict[str, dict[int, float | None]] = field(default_factory=dict)
+
+    @classmethod
+    def look(cls) -> WorkerView:
+        view = cls()
+        view.learn(registered_incarnations())
+        return view
+
+    def learn(self, incarnations: set[str]) -> None:
+        new = {name for name in incarnations if name} - self._looked_at
+        if not new:
+            return
+        self._looked_at |= new
+        reports = worker_reports(new)
+        self.reports.update(reports)
+        missing = new - reports.keys()
+        dead = deaths_confirm(missing)
+        self.dead |= dead
+        self.doubtful |= missing - dead
+
+    def holds(self, task_id: str) -> bool:
+        return any(task_id in report.held for report in self.reports.values())
+
+    def all_reported_since(self, epoch: float) -> bool:
+        return all(report.at >= epoch + REPORT_MARGIN_SECONDS for report in self.reports.values())
+
+    def queue_heads(self, queue: str) -> dict[int, float | None]:
+        if queue not in self._queue_heads:
+            self._queue_heads[queue] = oldest_waiting(queue)
+        return self._queue_heads[queue]
 
 
 @dataclass(frozen=True)
 class ReconcileReport:
-    republished: int
-    released: int
-    rescued: int
+    republished: int = 0
+    released: int = 0
+    rescued: int = 0
+    lost: int = 0
 
 
 def jobs_release_due() -> int:
@@ -84,46 +143,33 @@ def jobs_republish_unpublished() -> int:
     return published
 
 
-def _overdue(
-    job_type: str, time_limit: int | None, started_at: datetime | None, now: datetime
-) -> bool:
-    """Running past its hard time limit: Celery would have ended that attempt by now."""
-    if started_at is None:
-        return False  # the query only returns rows with started_at; this keeps the type honest
-    limit = time_limit
-    if limit is None:
-        try:
-            limit = job_type_get(job_type).time_limit_seconds
-        except UnknownJobType:
-            return True  # a job type that no longer exists cannot be running
-    return started_at + timedelta(seconds=limit) + STUCK_GRACE < now
-
-
-def jobs_rescue_from_dead_workers() -> int:
-    """Requeue running jobs whose worker's liveness key is gone, or that are overdue."""
-    now = timezone.now()
-    # Younger jobs may belong to a worker whose first heartbeat is still on its way.
-    cutoff = now - timedelta(seconds=heartbeat_ttl())
+def jobs_rescue_from_dead_workers(view: WorkerView) -> int:
+    """Requeue running jobs whose worker is dead or no longer holds them, oldest first."""
     running = list(
-        Job.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff)
+        Job.objects.filter(status=JobStatus.RUNNING)
         .exclude(worker="")
-        .values_list("id", "worker", "type", "time_limit_seconds", "started_at")[:BATCH]
+        .order_by("started_at")
+        .values_list("id", "task_id", "worker", "started_at")[:BATCH]
     )
     if not running:
         return 0
-    alive = worker_reports({incarnation_of(row[1]) for row in running})
-    orphans = [
-        (job_id, worker)
-        for job_id, worker, job_type, time_limit, started_at in running
-        if incarnation_of(worker) not in alive or _overdue(job_type, time_limit, started_at, now)
-    ]
+    view.learn({incarnation_of(worker) for _, _, worker, _ in running})
     rescued: list[Job] = []
-    for job_id, worker in orphans:
-        # Conditional on the same worker: if the job moved on meanwhile, leave it be.
-        updated = Job.objects.filter(id=job_id, status=JobStatus.RUNNING, worker=worker).update(
-            status=JobStatus.QUEUED, task_id=uuid.uuid4(), published_at=None, worker=""
-        )
-        if updated:
+    for job_id, task_id, worker, started_at in running:
+        incarnation = incarnation_of(worker)
+        report = view.reports.get(incarnation)
+        if report is not None:
+            started = started_at.timestamp() if started_at else 0.0
+            if report.at < started + REPORT_MARGIN_SECONDS or str(task_id) in report.held:
+                continue  # running on a live worker: never touched
+            reason = f"its worker {incarnation} no longer runs it: the end was never recorded"
+        elif incarnation in view.dead:
+            reason = f"its worker {incarnation} died"
+        else:
+            continue  # no report yet, death not confirmed: the next pass decides
+        if job_requeue_rescued(
+            job_id=str(job_id), task_id=str(task_id), worker=worker, reason=reason
+        ):
             rescued.append(Job.objects.get(id=job_id))
     if rescued:
         logger.warning(
@@ -133,10 +179,56 @@ def jobs_rescue_from_dead_workers() -> int:
     return len(rescued)
 
 
-def tenant_reconcile() -> ReconcileReport:
+def jobs_republish_lost(view: WorkerView) -> int:
+    """Publish again the queued jobs whose message is nowhere: not waiting, not held."""
+    if view.doubtful:
+        return 0  # a worker that may be dead may hold them: its messages come back first
+    cutoff = timezone.now() - LOST_GRACE
+    candidates = list(
+        Job.objects.filter(status=JobStatus.QUEUED, published_at__lt=cutoff)
+        .filter(Q(run_at__isnull=True) | Q(run_at__lt=cutoff))
+        .order_by("published_at")[:BATCH]
+    )
+    lost: list[Job] = []
+    # Within a priority list consumption is FIFO: once one job is still waiting, every job of
+    # that list published after it is too.
+    waiting_from: set[tuple[str, int]] = set()
+    for job in candidates:
+        assert job.published_at is not None  # the filter above
+        published = job.published_at.timestamp()
+        heads = view.queue_heads(job.queue)
+        step = broker_step(list(heads), 9 - job.priority)  # jobs.services.publishing's mapping
+        if (job.queue, step) in waiting_from:
+            continue
+        head = heads[step]
+        if head is not None and head <= published + 1.0:
+            waiting_from.add((job.queue, step))
+            continue
+        if view.holds(str(job.task_id)) or not view.all_reported_since(published):
+            continue
+        lost.append(job)
+    if lost:
+        logger.warning(
+            "republishing %d jobs whose messages were lost in %s",
+            len(lost),
+            connection.schema_name,
+        )
+        jobs_publish_now_rollback_unsafe(lost)
+    return len(lost)
+
+
+def tenant_has_unfinished_work() -> bool:
+    # An IN on the status index; NOT IN (the final statuses) would scan the table.
+    unfinished = [JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING]
+    return Job.objects.filter(status__in=unfinished).exists()
+
+
+def tenant_reconcile(view: WorkerView | None = None) -> ReconcileReport:
     """One pass for the active tenant."""
+    view = view if view is not None else WorkerView.look()
     return ReconcileReport(
         republished=jobs_republish_unpublished(),
         released=jobs_release_due(),
-        rescued=jobs_rescue_from_dead_workers(),
+        rescued=jobs_rescue_from_dead_workers(view),
+        lost=jobs_republish_lost(view),
     )

@@ -22,6 +22,7 @@ from saas_platform.lib.tenant_context import active_tenant
 from billing.metering import usage_count
 from jobs.catalogue import job_type_get
 from jobs.models import Job, JobBatch, JobStatus
+from jobs.services.activity import tenant_mark_active
 from jobs.services.publishing import jobs_publish_on_commit
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,14 @@ class JobRequest:
     time_limit_seconds: int | None = None
 
 
-def _count_on_commit(tenant_id: int, jobs: int) -> None:
-    # Billed only once accepted: a rolled-back submission counts nothing.
-    transaction.on_commit(lambda: usage_count(tenant_id=tenant_id, jobs=jobs))
+def _on_accepted(tenant_id: int, jobs: int) -> None:
+    """After the commit only: a rolled-back submission is not billed and wakes no reconciler."""
+
+    def accepted() -> None:
+        usage_count(tenant_id=tenant_id, jobs=jobs)
+        tenant_mark_active(tenant_id)
+
+    transaction.on_commit(accepted)
 
 
 def _require_tenant() -> Any:
@@ -154,7 +160,7 @@ def job_submit(
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             job.save(force_insert=True)
             jobs_publish_on_commit([job])
-            _count_on_commit(tenant.pk, 1)
+            _on_accepted(tenant.pk, 1)
     except IntegrityError:
         if idempotency_key is None:
             raise  # not an idempotency race: nothing to look up (a NULL key matches any job)
@@ -213,7 +219,7 @@ def job_submit_many(
                 )
             Job.objects.bulk_create(jobs)
             jobs_publish_on_commit(jobs)
-            _count_on_commit(tenant.pk, len(jobs))
+            _on_accepted(tenant.pk, len(jobs))
     except IntegrityError:
         existing = JobBatch.objects.filter(idempotency_key=idempotency_key).first()
         if idempotency_key is None or existing is None:

@@ -88,6 +88,23 @@ def job_requeue_for_retry(*, job_id: str, task_id: str, error: str) -> bool:
     )
 
 
+def job_requeue_rescued(*, job_id: str, task_id: str, worker: str, reason: str) -> bool:
+    """Back to queued, under a new task id, a running job whose attempt was lost (its worker died,
+    or ended it without recording the end). Conditional on the same attempt: if the job moved on
+    meanwhile, it is left be."""
+    return bool(
+        Job.objects.filter(
+            id=job_id, task_id=task_id, status=JobStatus.RUNNING, worker=worker
+        ).update(
+            status=JobStatus.QUEUED,
+            task_id=uuid.uuid4(),
+            published_at=None,
+            worker="",
+            error=reason[:_MAX_ERROR_CHARS],
+        )
+    )
+
+
 def job_report_progress(*, job_id: str, task_id: str, progress: dict[str, Any]) -> None:
     Job.objects.filter(id=job_id, task_id=task_id, status=JobStatus.RUNNING).update(
         progress=progress

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import states
+from django.db import InterfaceError, OperationalError
 from django_celery_results.backends.database import DatabaseBackend
 from django_tenants.utils import get_public_schema_name
 from saas_platform.lib.db import connection
@@ -59,6 +60,18 @@ class TenantDatabaseBackend(DatabaseBackend):  # type: ignore[misc]  # untyped b
     ) -> Any:
         """The write itself, with the tenant's schema active."""
         return super()._store_result(task_id, result, status, traceback, request, using)
+
+    def exception_safe_to_retry(self, exc: BaseException) -> bool:
+        """With CELERY_RESULT_BACKEND_ALWAYS_RETRY, Celery retries a write that failed this way.
+
+        django-celery-results retries only InterfaceError ("connection already closed"); an
+        unreachable server (OperationalError) is as recoverable: drop the broken connection and
+        write again, with the tenant activated anew (a new connection has no search_path).
+        """
+        if isinstance(exc, InterfaceError | OperationalError):
+            connection.close()
+            return True
+        return bool(super().exception_safe_to_retry(exc))
 
     def _get_task_meta_for(self, task_id: str) -> Any:
         # Reading a result needs the tenant's schema. Without one there is nothing to read (and
