@@ -8,8 +8,8 @@ results, logging) are the plain baselines' and the product's by construction, no
 
 Defaults here means: no tenant cache (the Tenant row is fetched for every task), Celery's own
 database connection handling (closed before and after every task), and django-tenants' defaults
-(`SET search_path` before every statement: TENANT_LIMIT_SET_CALLS is off). The tuned
-configuration is bench.tsc_cached_settings.
+(`SET search_path` whenever a cursor is opened, not only after a switch: TENANT_LIMIT_SET_CALLS
+is off). The tuned configuration is bench.tsc_cached_settings.
 """
 
 from __future__ import annotations
