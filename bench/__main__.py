@@ -19,6 +19,8 @@ from bench.harness import bench_environment, machine_summary
 
 def main() -> None:
     args = throughput.arguments("All benchmarks: throughput, tenant creation, worker memory.")
+    # Before the tenant-creation benchmark, not a minute into the run.
+    throughput.tsc_available()
     started = time.perf_counter()
     # bench_environment points DATABASE_URL at its own database while it runs; the API benchmark
     # makes its own from the server the caller named.

@@ -6,8 +6,9 @@ honoured), and reads that log. Unlike jobs/s, these counts do not depend on what
 is running, so they explain a throughput gap even on a busy machine. Logging every statement
 slows the server, so the jobs/s of this run mean nothing.
 
-For the tuned baseline and the tenant path in turn: start the worker, run N jobs, stop the
-worker (a backend flushes its statistics when it exits), then read per job:
+For the tuned baseline, the tenant path and the two tenant-schemas-celery baselines in turn:
+start the worker, run N jobs, stop the worker (a backend flushes its statistics when it exits),
+then read per job:
 - every statement the database ran for the scenario's database (submission included: for the
   tenant path that is the Job INSERT and the published_at UPDATE), with calls and server time
   (execution only: each call also costs a round trip and two context switches);
@@ -34,9 +35,12 @@ from bench.throughput import (
     BaselineScenario,
     ProductScenario,
     Scenario,
+    TscScenario,
     baseline_database_create,
     baseline_database_name,
     product_tenant,
+    tsc_available,
+    tsc_database_create,
 )
 
 DEFAULT_JOBS = 1000
@@ -165,6 +169,7 @@ def _profile(env: BenchEnv, scenario: Scenario, database: str, jobs: int) -> Pro
 
 
 def run(env: BenchEnv, *, jobs: int, variants: list[str]) -> list[Profile]:
+    tsc_available()
     tenant = product_tenant()
     profiles = []
     baseline = BaselineScenario(env, baseline_database_create(env, "baseline-tuned"), reuse=True)
@@ -172,6 +177,9 @@ def run(env: BenchEnv, *, jobs: int, variants: list[str]) -> list[Profile]:
     for variant in ["", *variants]:
         product = ProductScenario(env, tenant, variant=variant)
         profiles.append(_profile(env, product, env.product_database, jobs))
+    for key, cached in (("tsc-default", False), ("tsc-cached", True)):
+        tsc = TscScenario(env, tsc_database_create(env, key, cached=cached), cached=cached)
+        profiles.append(_profile(env, tsc, baseline_database_name(key), jobs))
     return profiles
 
 

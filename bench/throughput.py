@@ -1,6 +1,6 @@
 """End-to-end throughput: the tenant path against plain Celery + django-celery-results.
 
-Three workers run side by side on the same PostgreSQL and Redis, each `-P prefork -c 2`, each on
+Five workers run side by side on the same PostgreSQL and Redis, each `-P prefork -c 2`, each on
 its own Redis key prefix (so none takes another's messages):
 
 - baseline-default: plain Celery, Celery's defaults for the database connection (closed before
@@ -11,11 +11,18 @@ its own Redis key prefix (so none takes another's messages):
   batches (Job rows written, messages published on commit with the tenant header), run by the
   product worker in the tenant's schema (claim, run, Job row finished), results stored by
   django-celery-results in the tenant's schema.
+- tsc-default: tenant-schemas-celery, what a user would pick instead of this product, with its
+  defaults: its CeleryApp publishes with the active schema's name in a header, its TenantTask
+  fetches that tenant and activates its schema per task (django-tenants), results stored by
+  django-celery-results in the tenant's schema; Celery's connection handling. Its own database
+  with one tenant schema (bench.tsc_settings, bench.tsc_app, bench.tsc_setup).
+- tsc-cached: the same with its tenant cache on and CELERY_DB_REUSE_MAX, as the tuned baseline
+  has (bench.tsc_cached_settings).
 
 A round submits N jobs and waits until N new result rows exist; throughput is N / (time from the
 first submit until the last result row is seen). The workers are started and warmed up first, and
 rounds are interleaved (the order rotates each round) so that drift on a shared machine (disk
-flushes, autovacuum, a noisy neighbour) is spread over all three instead of landing on one.
+flushes, autovacuum, a noisy neighbour) is spread over all of them instead of landing on one.
 
 Run alone: `python -m bench.throughput [--jobs N] [--rounds R]`.
 """
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -58,6 +66,8 @@ WARMUP_JOBS = 200
 # at the expected rates and costs the database little.
 POLL_INTERVAL = 0.02
 PRODUCT_TENANT_SLUG = "benchload"
+# The tenant-schemas-celery baselines' one tenant schema (in a database of each one's own).
+TSC_TENANT_SCHEMA = "tscload"
 DEFAULT_JOBS = 2000
 DEFAULT_ROUNDS = 3
 
@@ -237,6 +247,62 @@ class BaselineScenario(Scenario):
         super().close()
 
 
+class TscScenario(Scenario):
+    """tenant-schemas-celery: its CeleryApp publishing, its TenantTask in the worker."""
+
+    def __init__(self, env: BenchEnv, database_url: str, *, cached: bool) -> None:
+        self.key = "tsc-cached" if cached else "tsc-default"
+        self.label = (
+            "tenant-schemas-celery, tenant cache + DB_REUSE_MAX"
+            if cached
+            else "tenant-schemas-celery, its defaults"
+        )
+        prefix = f"{env.key_prefix}{self.key}:"
+        worker_env = _tsc_environment(env, database_url, cached=cached)
+        worker_env.update(REDIS_KEY_PREFIX=prefix)
+        worker = Worker(label=self.key, app="bench.tsc_app", env=worker_env, workdir=env.workdir)
+        results = sql.SQL("{}.{}").format(
+            sql.Identifier(TSC_TENANT_SCHEMA), sql.Identifier("django_celery_results_taskresult")
+        )
+        super().__init__(worker, database_url, results)
+        from tenant_schemas_celery.app import CeleryApp
+
+        # Its own CeleryApp, so that its send_task (which adds the `_schema_name` header) is
+        # what the submitting side pays for, as in a tenant-schemas-celery user's web process.
+        self._publisher = CeleryApp(f"bench_publisher_{self.key}", set_as_current=False)
+        self._publisher.conf.update(
+            broker_url=env.redis_url,
+            broker_transport_options={"global_keyprefix": prefix},
+            task_serializer="json",
+            accept_content=["json"],
+            task_default_queue="default",
+        )
+
+    def submit(self, count: int, first: int) -> None:
+        from django_tenants.utils import schema_context
+
+        # tenant-schemas-celery reads the schema name from this process's Django connection
+        # (connection.schema_name) when publishing, so the schema is activated for the round
+        # as a user's view would have it. This process's connection is the product's; the name
+        # is only read from it, no statement runs in it, and the product's schema comes back
+        # afterwards.
+        with schema_context(TSC_TENANT_SCHEMA), self._publisher.producer_or_acquire() as producer:
+            for n in range(first, first + count):
+                self._publisher.send_task(
+                    "bench.add", args=[n, 1], queue="default", producer=producer
+                )
+
+    def statuses(self) -> dict[str, int]:
+        query = sql.SQL("SELECT status, count(*) FROM {} GROUP BY status").format(
+            self._results_table
+        )
+        return {str(status): int(n) for status, n in self.query(query)}
+
+    def close(self) -> None:
+        self._publisher.close()
+        super().close()
+
+
 class ProductScenario(Scenario):
     key = "tenant"
     label = "tenant path (job_submit_many + tenant worker)"
@@ -286,6 +352,37 @@ def _baseline_environment(env: BenchEnv, database_url: str) -> dict[str, str]:
     return worker_env
 
 
+def _tsc_environment(env: BenchEnv, database_url: str, *, cached: bool) -> dict[str, str]:
+    worker_env = env.product_environment()
+    worker_env.update(
+        DJANGO_SETTINGS_MODULE="bench.tsc_cached_settings" if cached else "bench.tsc_settings",
+        DATABASE_URL=database_url,
+    )
+    return worker_env
+
+
+def tsc_available() -> None:
+    """Stop early with the remedy when the bench extra is missing (the worker would not start)."""
+    if importlib.util.find_spec("tenant_schemas_celery") is None:
+        raise SystemExit(
+            "tenant-schemas-celery is not installed: `make bench` installs it, or "
+            "pip install -c requirements.lock -e '.[dev,bench]'"
+        )
+
+
+def tsc_database_create(env: BenchEnv, key: str, *, cached: bool) -> str:
+    """A database of the scenario's own, migrated, with the one tenant schema in it."""
+    url = env.database_create(baseline_database_name(key))
+    # Another process, for the same reason as the baselines': this one's Django is the product's.
+    subprocess.run(
+        [sys.executable, "-m", "bench.tsc_setup", TSC_TENANT_SCHEMA],
+        cwd=REPO,
+        env=_tsc_environment(env, url, cached=cached),
+        check=True,
+    )
+    return url
+
+
 def baseline_database_name(key: str) -> str:
     return f"bench_{RUN_ID}_{key.replace('-', '_')}"
 
@@ -326,6 +423,7 @@ def own_pids(env: BenchEnv, scenarios: list[Scenario]) -> set[int]:
 
 
 def run(env: BenchEnv, *, jobs: int, rounds: int) -> ThroughputReport:
+    tsc_available()
     tenant = product_tenant()
     with contextlib.ExitStack() as stack:
         scenarios: list[Scenario] = [
@@ -334,6 +432,8 @@ def run(env: BenchEnv, *, jobs: int, rounds: int) -> ThroughputReport:
             BaselineScenario(env, baseline_database_create(env, "baseline-default"), reuse=False),
             BaselineScenario(env, baseline_database_create(env, "baseline-tuned"), reuse=True),
             ProductScenario(env, tenant),
+            TscScenario(env, tsc_database_create(env, "tsc-default", cached=False), cached=False),
+            TscScenario(env, tsc_database_create(env, "tsc-cached", cached=True), cached=True),
         ]
         next_arg = 0
         for scenario in scenarios:
@@ -401,6 +501,34 @@ def throughput_table(report: ThroughputReport) -> str:
         (
             "tuned / default baseline",
             f"{report.ratio('baseline-tuned', 'baseline-default'):.2f}x",
+            "",
+            "",
+            "",
+        )
+    )
+    # The goals the maintainers set against tenant-schemas-celery, the usual tenant glue.
+    rows.append(
+        (
+            "tenant / tsc-default",
+            f"{report.ratio('tenant', 'tsc-default'):.2f}x",
+            "goal >= 5x",
+            "",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "tenant / tsc-cached",
+            f"{report.ratio('tenant', 'tsc-cached'):.2f}x",
+            "goal >= 1.0x",
+            "",
+            "",
+        )
+    )
+    rows.append(
+        (
+            "tsc-cached / tsc-default",
+            f"{report.ratio('tsc-cached', 'tsc-default'):.2f}x",
             "",
             "",
             "",
