@@ -23,7 +23,7 @@ from saas_platform.api_parser import BadJSON, StrictJSONParser
 from saas_platform.db import connection
 from saas_platform.tenant_context import tenant_enter
 
-from tenants.models import ApiKey
+from tenants.models import ApiKey, Tenant
 from tenants.selectors import KeyRefusal, apikey_authenticate
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ class ApiKeyAuth(HttpBearer):
             raise ApiError(status, code, message)
         api_key = check.api_key
         host_tenant = getattr(request, "tenant", None)
-        if host_tenant is not None and host_tenant.pk != api_key.tenant_id:
+        # The public host carries django-tenants' FakeTenant, not a Tenant: any valid key is
+        # accepted there, and activates its tenant.
+        if isinstance(host_tenant, Tenant) and host_tenant.pk != api_key.tenant_id:
             raise ApiError(401, "wrong_host", "This key belongs to another tenant's host.")
         request.tenant = api_key.tenant  # type: ignore[attr-defined]
         tenant_enter(api_key.tenant)
