@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml requirements.lock
 run: install
 	$(BIN)/python -m saas_platform.run
 
+# Browser tests drive Debian's Chromium, installed here when missing and possible (root, apt-get).
 test: install
+	@sh tests/install_chromium.sh
 	$(BIN)/python -m pytest
 
 bench: install

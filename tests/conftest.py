@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.db import connection
 
+from tests.browser import BrowserPage, browser_page, chromium
 from tests.workers import WorkerProcess
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @dataclass
@@ -24,6 +28,12 @@ class Actors:
     initech: Any
     acme_key: str
     globex_key: str
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: while the browser lives, Django in this process keeps a second
+    database connection and its async-safety check is off (tests/browser.py says why)."""
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +98,17 @@ def prefork_worker(actors: Actors, django_db_blocker: Any) -> Iterator[WorkerPro
 def thread_worker(actors: Actors, django_db_blocker: Any) -> Iterator[WorkerProcess]:
     with WorkerProcess(pool="threads", concurrency=4) as worker:
         yield worker
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the run; skips (fails under CI) when there is none."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[BrowserPage]:
+    """A fresh page recording its requests; a console error fails the test."""
+    with browser_page(browser, request.node.name) as recorded:
+        yield recorded
