@@ -19,12 +19,14 @@ $(STAMP): pyproject.toml requirements.lock
 run: install
 	$(BIN)/python -m saas_platform.run
 
+# Browser tests drive Debian's Chromium, installed here when missing and possible (root, apt-get).
 test: install
+	@sh tests/install_chromium.sh
 	$(BIN)/python -m pytest
 
 # The benchmarks also need the `bench` extra (tenant-schemas-celery, a baseline they measure).
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev,embedded,bench]'
 	@touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

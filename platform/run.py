@@ -5,8 +5,10 @@ deploy/). What it does, in order:
 
 1. When DATABASE_URL is unset, start an embedded PostgreSQL with its data in `<repo>/.data/postgres`
    and export its URL; the same for REDIS_URL with `<repo>/.data/redis`. DEBUG defaults to true.
-2. Run `manage.py migrate` (every schema), then `manage.py demo_setup`, which idempotently creates
-   the demo tenant `acme`, its admin, an operator account and a demo API key and prints them.
+2. Run `manage.py collectstatic` (into STATIC_ROOT, default `<repo>/.data/static`, which the web
+   server serves with DEBUG off), `manage.py migrate` (every schema), then `manage.py demo_setup`,
+   which idempotently creates the demo tenant `acme`, its admin, an operator account and a demo
+   API key and prints them.
 3. Start web (`manage.py runserver $BIND_ADDRESS:$PORT`; loopback and 8000 by default: the
    demo accounts have known passwords, so nothing listens beyond this machine unless asked), worker
    (`celery -A saas_platform worker`) and beat (`celery -A saas_platform beat`) with the same
@@ -69,8 +71,14 @@ def main() -> int:
             if not env.get("REDIS_URL"):
                 env["REDIS_URL"] = cleanup.enter_context(_embedded("redis"))
 
-            # Step 2: schema and demo data. Their output goes straight to the terminal.
-            for command in (["migrate"], ["demo_setup", "--port", str(port)]):
+            # Step 2: static files, schema and demo data. Their output goes straight to the
+            # terminal.
+            steps = (
+                ["collectstatic", "--noinput"],
+                ["migrate"],
+                ["demo_setup", "--port", str(port)],
+            )
+            for command in steps:
                 code = _manage(command, env)
                 if code != 0:
                     print(f"manage.py {command[0]} failed with exit code {code}", file=sys.stderr)

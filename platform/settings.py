@@ -45,6 +45,9 @@ SHARED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # Only for its templates and static files: django-ninja serves /api/v1/docs with its bundled
+    # Swagger UI when "ninja" is an installed app, and from a CDN otherwise (no models).
+    "ninja",
     "django_celery_beat",
 ]
 # django_celery_results is only here: a result written without an active tenant has no table to
@@ -79,6 +82,8 @@ MIDDLEWARE = [
     "saas_platform.api.api_body_limit",
     "tenants.middleware.TenantHostMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, API docs) from STATIC_ROOT, in every process, DEBUG or not.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -215,7 +220,13 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / ".data" / "static"
+# Filled by `manage.py collectstatic` (the image build, `make run`, the tests that serve pages).
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / ".data" / "static")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed names, so WhiteNoise lets browsers cache them for good; compressed copies beside.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", f"jobs@{BASE_DOMAIN}")

@@ -12,7 +12,7 @@ from ninja.security import HttpBearer
 from saas_platform.lib.api_errors import ApiError
 from saas_platform.lib.tenant_context import tenant_enter
 
-from tenants.models import ApiKey
+from tenants.models import ApiKey, Tenant
 from tenants.selectors import KeyRefusal, apikey_authenticate
 
 _REFUSALS = {
@@ -41,10 +41,9 @@ class ApiKeyAuth(HttpBearer):
             raise ApiError(status, code, message)
         api_key = check.api_key
         host_tenant = getattr(request, "tenant", None)
-        # The public host carries a stand-in for the public schema without a primary key; any
-        # valid key may be used there.
-        host_tenant_id = getattr(host_tenant, "pk", None)
-        if host_tenant_id is not None and host_tenant_id != api_key.tenant_id:
+        # The public host carries django-tenants' FakeTenant, not a Tenant: any valid key is
+        # accepted there, and activates its tenant.
+        if isinstance(host_tenant, Tenant) and host_tenant.pk != api_key.tenant_id:
             raise ApiError(401, "wrong_host", "This key belongs to another tenant's host.")
         request.tenant = api_key.tenant  # type: ignore[attr-defined]
         tenant_enter(api_key.tenant)

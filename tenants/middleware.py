@@ -21,7 +21,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
 from django.urls import set_urlconf
-from django_tenants.utils import remove_www
+from django_tenants.postgresql_backend.base import FakeTenant
+from django_tenants.utils import get_public_schema_name, remove_www
 from saas_platform.lib.db import connection
 from saas_platform.lib.tenant_context import tenant_enter
 
@@ -75,8 +76,10 @@ class TenantHostMiddleware:
         # is already the right one).
         if host == settings.BASE_DOMAIN or (settings.DEBUG and host in _DEV_PUBLIC_HOSTS):
             tenant_enter(None)
-            # The API may still activate a tenant here: the one its key belongs to.
-            request.tenant = None  # type: ignore[attr-defined]
+            # django-tenants' admin templates read request.tenant.schema_name; public has no
+            # Tenant row, so it gets the stand-in the connection itself uses for public. It has
+            # no pk: the API tells it from a tenant by that, and still activates the key's tenant.
+            request.tenant = FakeTenant(schema_name=get_public_schema_name())  # type: ignore[attr-defined]
             # Django honours request.urlconf; django-stubs does not declare it.
             request.urlconf = settings.PUBLIC_SCHEMA_URLCONF  # type: ignore[attr-defined]
             set_urlconf(settings.PUBLIC_SCHEMA_URLCONF)

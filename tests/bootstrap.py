@@ -4,7 +4,8 @@
    here for the whole run (saas_platform.lib.embedded).
 2. Our own database and keys: pytest-django creates and drops `test_saas_<pid>`; every Redis key
    this run writes starts with `test<pid>:` and is deleted at the end.
-3. Production-like settings: DEBUG off, a throwaway SECRET_KEY.
+3. Production-like settings: DEBUG off, a throwaway SECRET_KEY, static files collected (by the
+   `static_files` fixture) into a STATIC_ROOT of this run's own, as the image build does.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ os.environ["BASE_DOMAIN"] = "localhost"
 os.environ["TEST_DATABASE_NAME"] = f"test_saas_{_RUN_ID}"
 os.environ["REDIS_KEY_PREFIX"] = f"test{_RUN_ID}:"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas_platform.settings")
+# Always our own: collectstatic must never write into a STATIC_ROOT the caller's shell names.
+os.environ["STATIC_ROOT"] = tempfile.mkdtemp(prefix="saas-test-static-")
+atexit.register(shutil.rmtree, os.environ["STATIC_ROOT"], ignore_errors=True)
 
 if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
     from saas_platform.lib import embedded

@@ -3,18 +3,26 @@
 Tenant `acme` with alice (admin) and bob (member); tenant `globex` with carol. Tests see the
 database through `db`-free access (`tenant_db`): the actors are committed once and stay, and each
 test works with rows it creates itself, so real worker processes see everything a test wrote.
+Static files are collected once per run; `web` is a gunicorn server on the test database, and
+`browser` / `page` drive headless Chromium (tests/browser.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from django.db import connection
 
-from tests.workers import WorkerProcess
+from tests.browser import BrowserPage, browser_page, chromium
+from tests.servers import LiveWeb, free_port, start_web
+from tests.workers import WorkerProcess, worker_environment
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser
 
 
 @dataclass
@@ -24,6 +32,12 @@ class Actors:
     initech: Any
     acme_key: str
     globex_key: str
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: while the browser lives, Django in this process keeps a second
+    database connection and its async-safety check is off (tests/browser.py says why)."""
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +55,21 @@ def django_db_setup(django_test_environment: None, django_db_blocker: Any) -> It
     with django_db_blocker.unblock():
         connection.close()
         teardown_databases(config, verbosity=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files() -> Path:
+    """`collectstatic` into this run's STATIC_ROOT (tests/bootstrap.py), once per run.
+
+    With DEBUG off every `{% static %}` needs the manifest it writes, in this process (admin
+    pages through the test client) and in the gunicorn servers tests start; run in-process, it
+    also refreshes this process's storage. Autouse, so that no page test depends on the order.
+    """
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
+    return Path(settings.STATIC_ROOT)
 
 
 @pytest.fixture(scope="session")
@@ -89,3 +118,31 @@ def prefork_worker(actors: Actors, django_db_blocker: Any) -> Iterator[WorkerPro
 def thread_worker(actors: Actors, django_db_blocker: Any) -> Iterator[WorkerProcess]:
     with WorkerProcess(pool="threads", concurrency=4) as worker:
         yield worker
+
+
+@pytest.fixture(scope="session")
+def web(actors: Actors, static_files: Path) -> Iterator[LiveWeb]:
+    """gunicorn as in production (DEBUG off, a sync worker) on the run's test database."""
+    env = worker_environment()
+    # Set for this process only while a browser runs (tests/browser.py); the server is ordinary.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    port = free_port()
+    proc = start_web(env, port)
+    try:
+        yield LiveWeb(port=port, proc=proc)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for the run; skips (fails under CI) when there is none."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[BrowserPage]:
+    """A fresh page recording its requests; a console error fails the test."""
+    with browser_page(browser, request.node.name) as recorded:
+        yield recorded

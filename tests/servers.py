@@ -143,3 +143,14 @@ def start_web(env: Mapping[str, str], port: int) -> Proc:
         web.stop()
         raise
     return web
+
+
+@dataclass
+class LiveWeb:
+    """A running gunicorn; `origin(host)` is what a browser puts before a path."""
+
+    port: int
+    proc: Proc
+
+    def origin(self, host: str = "localhost") -> str:
+        return f"http://{host}:{self.port}"
