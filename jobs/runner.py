@@ -39,6 +39,10 @@ def _error_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
+def _traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
 def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     task_id = str(task.request.id)
     # kombu marks a message it puts back after a lost worker as redelivered.
@@ -69,15 +73,24 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     try:
         result = job_type.run(context, claimed.args)
     except PermanentJobError as exc:
-        job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
+        job_fail(
+            job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
+        )
         raise
     except Exception as exc:
         if claimed.attempts < claimed.max_attempts:
-            job_requeue_for_retry(job_id=job_id, task_id=task_id, error=_error_text(exc))
-            raise task.retry(
-                exc=exc, countdown=job_type.retry_countdown(claimed.attempts), max_retries=None
-            ) from exc
-        job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
+            countdown = job_type.retry_countdown(claimed.attempts)
+            job_requeue_for_retry(
+                job_id=job_id,
+                task_id=task_id,
+                error=_error_text(exc),
+                traceback=_traceback_text(exc),
+                countdown=countdown,
+            )
+            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        job_fail(
+            job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
+        )
         raise
     finally:
         usage_count(

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.db.models import Q, QuerySet
 
-from jobs.models import Job
+from jobs.models import Job, JobAttempt
 
 
 class BadCursor(ValueError):
@@ -23,6 +23,11 @@ def job_get(*, job_id: str) -> Job | None:
     except ValueError:
         return None  # not an id we could have issued: the same 404 as a missing one
     return Job.objects.filter(id=key).first()
+
+
+def job_attempts(*, job_id: uuid.UUID | str) -> QuerySet[JobAttempt]:
+    """A job's attempts, oldest first (the portal's timeline)."""
+    return JobAttempt.objects.filter(job_id=job_id).order_by("number")
 
 
 def cursor_encode(job: Job) -> str:

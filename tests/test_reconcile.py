@@ -78,3 +78,22 @@ def test_a_job_running_within_its_time_limit_on_a_live_worker_is_left_alone(tena
         Job.objects.filter(id=job.id).update(started_at=timezone.now() - timedelta(seconds=60))
         tenant_reconcile()
         assert Job.objects.get(id=job.id).status == JobStatus.RUNNING
+
+
+def test_a_rescued_jobs_attempt_is_marked_lost_and_its_next_attempt_says_rescued(tenant_db):
+    from jobs.selectors import job_attempts
+    from jobs.services.transitions import job_claim
+
+    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+    with tenant_db.initech:
+        # A worker that never reported: dead as far as the reconciler can tell.
+        job_claim(job_id=str(job.id), task_id=str(job.task_id), worker="gone-test-node@host#0")
+        Job.objects.filter(id=job.id).update(started_at=timezone.now() - timedelta(hours=1))
+        tenant_reconcile()
+        rescued = Job.objects.get(id=job.id)
+        job_claim(job_id=str(job.id), task_id=str(rescued.task_id))
+        lost, again = job_attempts(job_id=job.id)
+    assert (rescued.status, rescued.attempt_cause) == (JobStatus.QUEUED, "rescued")
+    assert (lost.outcome, lost.task_id) == ("lost", job.task_id)
+    assert "reconciler" in lost.error
+    assert (again.number, again.cause, again.task_id) == (2, "rescued", rescued.task_id)

@@ -26,6 +26,7 @@ from jobs.catalogue import UnknownJobType, job_type_get
 from jobs.models import Job, JobStatus
 from jobs.services.publishing import jobs_publish_now_rollback_unsafe
 from jobs.services.submission import BROKER_DELAY_LIMIT
+from jobs.services.transitions import job_requeue_rescued
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,11 @@ def jobs_rescue_from_dead_workers() -> int:
     rescued: list[Job] = []
     for job_id, worker in orphans:
         # Conditional on the same worker: if the job moved on meanwhile, leave it be.
-        updated = Job.objects.filter(id=job_id, status=JobStatus.RUNNING, worker=worker).update(
-            status=JobStatus.QUEUED, task_id=uuid.uuid4(), published_at=None, worker=""
+        updated = job_requeue_rescued(
+            job_id=str(job_id),
+            task_id=str(uuid.uuid4()),
+            worker=worker,
+            reason="worker lost, or its end was never recorded: requeued by the reconciler",
         )
         if updated:
             rescued.append(Job.objects.get(id=job_id))
