@@ -79,7 +79,9 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         raise
     except Exception as exc:
         if claimed.attempts < claimed.max_attempts:
-            countdown = job_type.retry_countdown(claimed.attempts)
+            # The backoff restarts with each budget: a user's retry grants max_attempts anew.
+            budget_start = claimed.max_attempts - job_type.max_attempts
+            countdown = job_type.retry_countdown(max(1, claimed.attempts - budget_start))
             job_requeue_for_retry(
                 job_id=job_id,
                 task_id=task_id,
