@@ -14,8 +14,15 @@ from saas_platform.lib.api_errors import ApiError
 
 from billing.usage import tenant_usage
 from jobs.catalogue import JobArgsError, UnknownJobType, catalogue
-from jobs.models import Job, JobStatus
-from jobs.selectors import BadCursor, job_get, job_list
+from jobs.models import Job, JobAttempt, JobStatus
+from jobs.selectors import (
+    BadCursor,
+    JobWithAttempts,
+    job_get,
+    job_get_with_attempts,
+    job_list,
+    job_waiting_reason,
+)
 from jobs.services.submission import (
     MAX_DELAY,
     IdempotencyConflict,
@@ -92,6 +99,59 @@ class JobOut(Schema):
             "run_at": job.run_at,
             "started_at": job.started_at,
             "finished_at": job.finished_at,
+        }
+
+
+class AttemptOut(Schema):
+    number: int
+    cause: str = Field(..., description="submitted, retry, user_retry, redelivered or rescued")
+    queued_at: datetime
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_seconds: float | None = None
+    worker: str
+    outcome: str = Field(
+        ..., description="running, succeeded, failed, retrying, lost, timed_out or cancelled"
+    )
+    error: str | None = None
+    traceback: str | None = None
+
+    @staticmethod
+    def from_attempt(attempt: JobAttempt) -> dict[str, Any]:
+        return {
+            "number": attempt.number,
+            "cause": attempt.cause,
+            "queued_at": attempt.queued_at,
+            "started_at": attempt.started_at,
+            "finished_at": attempt.finished_at,
+            "duration_seconds": attempt.duration_seconds,
+            "worker": attempt.worker,
+            "outcome": attempt.outcome,
+            "error": attempt.error or None,
+            "traceback": attempt.traceback or None,
+        }
+
+
+class WaitingReasonOut(Schema):
+    code: str = Field(..., description="scheduled, queued or tenant_suspended")
+    message: str
+
+
+class JobDetailOut(JobOut):
+    """One job with its history; the list leaves both out to stay cheap."""
+
+    waiting_reason: WaitingReasonOut | None = None
+    attempts_log: list[AttemptOut]
+
+    @staticmethod
+    def from_detail(detail: JobWithAttempts) -> dict[str, Any]:
+        reason = job_waiting_reason(job=detail.job)
+        return {
+            **JobOut.from_job(detail.job),
+            "waiting_reason": (
+                {"code": reason.code, "message": reason.message} if reason is not None else None
+            ),
+            "attempts_log": [AttemptOut.from_attempt(attempt) for attempt in detail.attempts],
         }
 
 
@@ -201,10 +261,13 @@ def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any
     return Status(202, {"jobs": [JobOut.from_job(job) for job in jobs]})
 
 
-@router.get("/jobs/{job_id}", response=JobOut, summary="One job")
+@router.get("/jobs/{job_id}", response=JobDetailOut, summary="One job")
 def get_job(request: HttpRequest, job_id: str) -> dict[str, Any]:
     require_scope(request, "jobs:read")
-    return JobOut.from_job(_job_or_404(job_id))
+    detail = job_get_with_attempts(job_id=job_id)
+    if detail is None:
+        raise ApiError(404, "not_found", "No such job.")
+    return JobDetailOut.from_detail(detail)
 
 
 @router.get("/jobs", response=JobPageOut, summary="Jobs, newest first")

@@ -7,6 +7,7 @@ import uuid
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class JobStatus(models.TextChoices):
@@ -21,6 +22,26 @@ class JobStatus(models.TextChoices):
 FINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class AttemptCause(models.TextChoices):
+    """Why an attempt happened. Whoever requeues a job says why; the claim copies it."""
+
+    SUBMITTED = "submitted"  # the first attempt
+    RETRY = "retry"  # the runner's automatic retry after a failure
+    USER_RETRY = "user_retry"  # POST /jobs/{id}/retry
+    REDELIVERED = "redelivered"  # the broker redelivered the message after its worker was lost
+    RESCUED = "rescued"  # the reconciler requeued a job whose worker died or went silent
+
+
+class AttemptOutcome(models.TextChoices):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    RETRYING = "retrying"  # failed, and another attempt follows
+    LOST = "lost"  # its worker died, or its end was never recorded
+    TIMED_OUT = "timed_out"  # killed at the hard time limit
+    CANCELLED = "cancelled"
+
+
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     type = models.CharField(max_length=100)
@@ -28,6 +49,8 @@ class Job(models.Model):
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     priority = models.PositiveSmallIntegerField(default=5)
     queue = models.CharField(max_length=100)
+    # Every attempt the job ever had (JobAttempt keeps each one); a user's retry adds to it and
+    # raises max_attempts by the job type's budget, so the count is never reset.
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=3)
     # A lower hard time limit than the job type's, for this job only (operators, tests).
@@ -46,10 +69,18 @@ class Job(models.Model):
     request_hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     run_at = models.DateTimeField(null=True, blank=True)
+    # When the job last became runnable: submitted, run_at for a delayed job, the end of a
+    # retry's countdown, or the moment a user or the reconciler requeued it. The claim copies it
+    # to the attempt, so an attempt's wait for a worker is started_at - queued_at.
+    queued_at = models.DateTimeField(default=timezone.now)
+    # The cause of the next (or current) attempt; the claim copies it to the attempt row.
+    attempt_cause = models.CharField(
+        max_length=16, choices=AttemptCause.choices, default=AttemptCause.SUBMITTED
+    )
     published_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # Where the current attempt runs: "<hostname>:<pid>" and the schema the database saw.
+    # Where the current attempt runs: "<incarnation>:<pid>" and the schema the database saw.
     worker = models.CharField(max_length=255, blank=True)
     ran_in_schema = models.CharField(max_length=63, blank=True)
 
@@ -98,6 +129,45 @@ class Job(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+class JobAttempt(models.Model):
+    """One attempt of a job: history, never rewritten once it has ended (DESIGN.md, "Attempts are
+    history"). The claim inserts it and every end of an attempt updates it in the same statement
+    as the Job row (jobs.services.transitions)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_rows")
+    # 1-based, counted over the job's whole life: a user's retry continues the numbering.
+    number = models.PositiveIntegerField()
+    task_id = models.UUIDField()
+    # "<incarnation>:<pid>", as Job.worker.
+    worker = models.CharField(max_length=255)
+    cause = models.CharField(max_length=16, choices=AttemptCause.choices)
+    outcome = models.CharField(
+        max_length=16, choices=AttemptOutcome.choices, default=AttemptOutcome.RUNNING
+    )
+    queued_at = models.DateTimeField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["job_id", "number"]
+        constraints = [
+            # Also the index every reader uses: the timeline and attempts_log (a job's attempts
+            # in order) and each end of an attempt (a job's running attempt).
+            models.UniqueConstraint(fields=["job", "number"], name="job_attempt_number_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.job_id} ({self.outcome})"
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
 
 
 class JobBatch(models.Model):

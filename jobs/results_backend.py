@@ -16,11 +16,47 @@ from celery import states
 from saas_platform.lib.results_backend import TenantDatabaseBackend
 
 from jobs.catalogue import catalogue
+from jobs.models import AttemptOutcome
 from jobs.services.transitions import job_record_ended_outside_task, job_succeed_with_result
 
 
 def _is_job(task_name: str | None) -> bool:
     return task_name is not None and task_name in catalogue()
+
+
+def _exception_type(result: Any) -> str | None:
+    # Celery hands the backend an exception already encoded for the result serializer:
+    # {"exc_type": "TimeLimitExceeded", "exc_message": [...], "exc_module": ...} with JSON.
+    if isinstance(result, dict):
+        exc_type = result.get("exc_type")
+        return exc_type if isinstance(exc_type, str) else None
+    if isinstance(result, BaseException):
+        return type(result).__name__
+    return None
+
+
+def _attempt_outcome(status: str, result: Any) -> AttemptOutcome:
+    """How the attempt ended, for a FAILURE or REVOKED this task did not record itself."""
+    if status == states.REVOKED:
+        return AttemptOutcome.CANCELLED
+    exc_type = _exception_type(result)
+    if exc_type == "TimeLimitExceeded":  # the main process killed the child at the hard limit
+        return AttemptOutcome.TIMED_OUT
+    if exc_type == "WorkerLostError":  # the child died and the message was not requeued
+        return AttemptOutcome.LOST
+    return AttemptOutcome.FAILED
+
+
+def _error_text(result: Any) -> str:
+    """The exception's type and message: "TimeLimitExceeded: 1.0"."""
+    if isinstance(result, dict) and "exc_type" in result:
+        message = result.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = ", ".join(str(part) for part in message)
+        return (
+            f"{result['exc_type']}: {message}" if message not in (None, "") else result["exc_type"]
+        )
+    return repr(result)
 
 
 class JobResultsBackend(TenantDatabaseBackend):
@@ -41,7 +77,11 @@ class JobResultsBackend(TenantDatabaseBackend):
         stored = super()._store_in_tenant(task_id, result, status, traceback, request, using)
         if status in (states.FAILURE, states.REVOKED):
             job_record_ended_outside_task(
-                task_id=task_id, status=status, error=traceback or repr(result)
+                task_id=task_id,
+                status=status,
+                outcome=_attempt_outcome(status, result),
+                error=_error_text(result),
+                traceback=traceback or "",
             )
         return stored
 

@@ -47,6 +47,10 @@ def _hard_time_limit(task: Task, default: float) -> float:  # type: ignore[type-
     return float(limits[1] or task.time_limit or default)
 
 
+def _traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
 def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     task_id = str(task.request.id)
     # kombu marks a message it puts back after a lost worker as redelivered.
@@ -85,15 +89,26 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         job_fail(job_id=job_id, task_id=task_id, error=f"time limit of {limit:g} s exceeded")
         raise
     except PermanentJobError as exc:
-        job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
+        job_fail(
+            job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
+        )
         raise
     except Exception as exc:
         if claimed.attempts < claimed.max_attempts:
-            job_requeue_for_retry(job_id=job_id, task_id=task_id, error=_error_text(exc))
-            raise task.retry(
-                exc=exc, countdown=job_type.retry_countdown(claimed.attempts), max_retries=None
-            ) from exc
-        job_fail(job_id=job_id, task_id=task_id, error=_error_text(exc))
+            # The backoff restarts with each budget: a user's retry grants max_attempts anew.
+            budget_start = claimed.max_attempts - job_type.max_attempts
+            countdown = job_type.retry_countdown(max(1, claimed.attempts - budget_start))
+            job_requeue_for_retry(
+                job_id=job_id,
+                task_id=task_id,
+                error=_error_text(exc),
+                traceback=_traceback_text(exc),
+                countdown=countdown,
+            )
+            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+        job_fail(
+            job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
+        )
         raise
     finally:
         usage_count(

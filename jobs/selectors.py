@@ -7,10 +7,16 @@ import binascii
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.contrib.postgres.expressions import ArraySubquery
+from django.db.models import OuterRef, Q, QuerySet
+from django.db.models.functions import JSONObject
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from saas_platform.lib.tenant_context import active_tenant
 
-from jobs.models import Job
+from jobs.models import AttemptCause, Job, JobAttempt, JobStatus
 
 
 class BadCursor(ValueError):
@@ -23,6 +29,87 @@ def job_get(*, job_id: str) -> Job | None:
     except ValueError:
         return None  # not an id we could have issued: the same 404 as a missing one
     return Job.objects.filter(id=key).first()
+
+
+def job_attempts(*, job_id: uuid.UUID | str) -> QuerySet[JobAttempt]:
+    """A job's attempts, oldest first (the portal's timeline)."""
+    return JobAttempt.objects.filter(job_id=job_id).order_by("number")
+
+
+@dataclass(frozen=True)
+class JobWithAttempts:
+    job: Job
+    attempts: list[JobAttempt]
+
+
+_ATTEMPT_COLUMNS = (
+    "number", "task_id", "worker", "cause", "outcome", "queued_at", "started_at", "finished_at",
+    "error", "traceback",
+)  # fmt: skip
+
+
+def _attempt_from_json(job: Job, row: dict[str, Any]) -> JobAttempt:
+    # JSON carries times as ISO 8601 text and the task id as a string.
+    times = {
+        name: parse_datetime(row[name]) if row[name] is not None else None
+        for name in ("queued_at", "started_at", "finished_at")
+    }
+    return JobAttempt(
+        job=job,
+        number=row["number"],
+        task_id=uuid.UUID(row["task_id"]),
+        worker=row["worker"],
+        cause=row["cause"],
+        outcome=row["outcome"],
+        error=row["error"],
+        traceback=row["traceback"],
+        **times,
+    )
+
+
+def job_get_with_attempts(*, job_id: str) -> JobWithAttempts | None:
+    """The job and its attempts (oldest first) in one statement: GET /jobs/{id} costs no more
+    round trips than a job without history (tests/test_api_query_counts.py)."""
+    try:
+        key = uuid.UUID(job_id)
+    except ValueError:
+        return None
+    rows = (
+        JobAttempt.objects.filter(job_id=OuterRef("pk"))
+        .order_by("number")
+        .values(row=JSONObject(**{name: name for name in _ATTEMPT_COLUMNS}))
+    )
+    job = Job.objects.filter(id=key).annotate(attempt_log=ArraySubquery(rows)).first()
+    if job is None:
+        return None
+    log: list[dict[str, Any]] = job.attempt_log
+    return JobWithAttempts(job=job, attempts=[_attempt_from_json(job, row) for row in log])
+
+
+@dataclass(frozen=True)
+class WaitingReason:
+    code: str  # scheduled, queued, tenant_suspended (later: rate_limited, concurrency_cap)
+    message: str
+
+
+def job_waiting_reason(*, job: Job, now: datetime | None = None) -> WaitingReason | None:
+    """Why a job that is neither running nor finished has not started (CONTRACT.md), with the
+    job's tenant active. None for a job that is running or finished."""
+    if job.status not in (JobStatus.SCHEDULED, JobStatus.QUEUED):
+        return None
+    tenant = active_tenant()
+    if tenant is not None and not tenant.is_active:
+        return WaitingReason("tenant_suspended", "The tenant is suspended.")
+    now = now or timezone.now()
+    if job.run_at is not None and job.run_at > now:
+        return WaitingReason("scheduled", f"Scheduled to run at {job.run_at.isoformat()}.")
+    if job.attempt_cause == AttemptCause.RETRY and job.queued_at > now:
+        return WaitingReason(
+            "scheduled",
+            f"Attempt {job.attempts} failed; attempt {job.attempts + 1} of {job.max_attempts}"
+            f" is an automatic retry due at {job.queued_at.isoformat()}.",
+        )
+    return WaitingReason("queued", "Waiting for a worker.")
 
 
 def cursor_encode(job: Job) -> str:

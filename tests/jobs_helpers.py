@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any
 
-from jobs.models import FINAL_STATUSES, Job
+from celery.exceptions import Retry
+
+from jobs.models import FINAL_STATUSES, Job, JobStatus
+from jobs.runner import job_run_attempt
 from jobs.services.submission import JobRequest, job_submit
 from tests.workers import wait_for
 
@@ -33,3 +37,54 @@ def wait_final(tenant: Any, job_ids: Iterable[Any], *, timeout: float = 60) -> l
 
     result: list[Job] = wait_for(all_final, timeout=timeout, what=f"{len(ids)} jobs to finish")
     return result
+
+
+def queued_job(tenant: Any, job_type: str, args: dict[str, Any], **fields: Any) -> Job:
+    """A committed, queued job that was never published: only the test runs its attempts."""
+    with tenant:
+        job = Job(type=job_type, args=args, queue="default", submitted_by="test", **fields)
+        job.status = JobStatus.QUEUED
+        job.task_id = job.id
+        job.save(force_insert=True)
+    return job
+
+
+class InProcessTask:
+    """Only what job_run_attempt reads from a bound Celery task; a retry is recorded, not sent.
+
+    For tests of the runner's bookkeeping without a worker. Not Celery's eager mode: no Celery
+    machinery runs at all, and tests of real behaviour use WorkerProcess.
+    """
+
+    def __init__(self, task_id: Any, *, redelivered: bool = False) -> None:
+        self.request = SimpleNamespace(
+            id=str(task_id), hostname="test@host", delivery_info={"redelivered": redelivered}
+        )
+        self.retried: dict[str, Any] = {}
+        self.raised: BaseException | None = None
+
+    def retry(self, **kwargs: Any) -> Retry:
+        self.retried = kwargs
+        return Retry("retry", exc=kwargs.get("exc"), when=kwargs.get("countdown"))
+
+
+def run_attempt(tenant: Any, job: Job, *, redelivered: bool = False) -> InProcessTask:
+    """One delivery of the job's current message to the runner, inside its tenant. What it
+    raises (a retry, the job's error) is kept in `raised`, as Celery would catch it."""
+    with tenant:
+        task = InProcessTask(Job.objects.get(id=job.id).task_id, redelivered=redelivered)
+        try:
+            job_run_attempt(task, str(job.id))  # type: ignore[arg-type]
+        except Exception as exc:
+            task.raised = exc
+    return task
+
+
+def run_until_final(tenant: Any, job: Job, *, deliveries: int = 20) -> Job:
+    """Deliver the job's message to the runner again and again (its retries) until it ends."""
+    for _ in range(deliveries):
+        current = job_in(tenant, job.id)
+        if current.is_final:
+            return current
+        run_attempt(tenant, current)
+    raise AssertionError(f"the job did not end in {deliveries} deliveries")

@@ -1,10 +1,15 @@
-"""GET /api/v1/jobs/{id}, GET /api/v1/jobs and GET /api/v1/job-types."""
+"""GET /api/v1/jobs/{id} (with its attempts and why it waits), GET /api/v1/jobs and
+GET /api/v1/job-types."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
+
+import pytest
 
 from tests.api_client import call
+from tests.jobs_helpers import queued_job, run_until_final
 
 
 def _submit(key: str, x: int = 1, job_type: str = "demo.add") -> dict:
@@ -87,3 +92,82 @@ def test_job_types_lists_the_catalogue_with_schemas(tenant_db):
 
 def test_job_types_needs_a_key(tenant_db):
     assert call("GET", "/job-types", key=None).status == 401
+
+
+# --- one job's history and why it waits ------------------------------------------------------
+
+
+def test_one_job_shows_every_attempt_across_a_retry_with_outcome_and_error(tenant_db):
+    job = queued_job(tenant_db.acme, "demo.fail", {"message": "boom"}, max_attempts=3)
+    run_until_final(tenant_db.acme, job)
+    assert call("POST", f"/jobs/{job.id}/retry", key=tenant_db.acme_key).status == 202
+    # The retry's message is in the broker; this test delivers it itself, to the end, so that
+    # message is stale by the time any worker sees it.
+    run_until_final(tenant_db.acme, job)
+    answer = call("GET", f"/jobs/{job.id}", key=tenant_db.acme_key)
+    assert answer.status == 200
+    body = answer.body
+    assert (body["status"], body["attempts"]) == ("failed", 6)
+    assert body["waiting_reason"] is None
+    log = body["attempts_log"]
+    assert [(a["number"], a["cause"], a["outcome"]) for a in log] == [
+        (1, "submitted", "retrying"),
+        (2, "retry", "retrying"),
+        (3, "retry", "failed"),
+        (4, "user_retry", "retrying"),
+        (5, "retry", "retrying"),
+        (6, "retry", "failed"),
+    ]
+    for attempt in log:
+        assert attempt["error"] == "jobs.catalogue.demo_fail.DemoFailure: boom"
+        assert "raise DemoFailure" in attempt["traceback"]
+        assert attempt["worker"]
+        started = datetime.fromisoformat(attempt["started_at"])
+        finished = datetime.fromisoformat(attempt["finished_at"])
+        assert datetime.fromisoformat(attempt["queued_at"])
+        # The JSON times are to the millisecond; the duration is exact.
+        expected = (finished - started).total_seconds()
+        assert attempt["duration_seconds"] == pytest.approx(expected, abs=0.002)
+
+
+def test_a_retried_job_waits_queued_with_its_history_kept(tenant_db):
+    job = queued_job(tenant_db.acme, "demo.fail", {"message": "boom"}, max_attempts=3)
+    run_until_final(tenant_db.acme, job)
+    retried = call("POST", f"/jobs/{job.id}/retry", key=tenant_db.acme_key).body
+    assert retried["attempts"] == 3
+    body = call("GET", f"/jobs/{job.id}", key=tenant_db.acme_key).body
+    assert body["status"] == "queued"
+    assert body["waiting_reason"]["code"] == "queued"
+    assert [a["outcome"] for a in body["attempts_log"]] == ["retrying", "retrying", "failed"]
+    run_until_final(tenant_db.acme, job)  # its message must find the job ended (see above)
+
+
+def test_a_scheduled_job_says_why_it_waits_and_has_no_attempts(tenant_db):
+    job = _submit(tenant_db.acme_key)
+    body = call("GET", f"/jobs/{job['id']}", key=tenant_db.acme_key).body
+    assert body["waiting_reason"]["code"] == "scheduled"
+    assert job["run_at"][:19] in body["waiting_reason"]["message"]
+    assert body["attempts_log"] == []
+
+
+def test_globex_cannot_read_acmes_job_or_its_attempts(tenant_db):
+    job = queued_job(tenant_db.acme, "demo.fail", {"message": "secret"}, max_attempts=1)
+    run_until_final(tenant_db.acme, job)
+    mine = call("GET", f"/jobs/{job.id}", key=tenant_db.acme_key).body
+    assert [a["error"] for a in mine["attempts_log"]] == [
+        "jobs.catalogue.demo_fail.DemoFailure: secret"
+    ]
+    answer = call("GET", f"/jobs/{job.id}", key=tenant_db.globex_key)
+    assert (answer.status, answer.error_code) == (404, "not_found")
+    assert "secret" not in str(answer.body)
+
+
+def test_the_list_leaves_the_history_out(tenant_db):
+    job = queued_job(tenant_db.acme, "demo.fail", {"message": "boom"}, max_attempts=1)
+    run_until_final(tenant_db.acme, job)
+    assert len(call("GET", f"/jobs/{job.id}", key=tenant_db.acme_key).body["attempts_log"]) == 1
+    page = call("GET", "/jobs?type=demo.fail&status=failed&limit=5", key=tenant_db.acme_key).body
+    [item] = [i for i in page["items"] if i["id"] == str(job.id)]
+    assert item["attempts"] == 1
+    assert "attempts_log" not in item
+    assert "waiting_reason" not in item

@@ -6,6 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from tests.api_client import call
+from tests.jobs_helpers import queued_job, run_until_final
 
 ADD = {"type": "demo.add", "args": {"x": 1, "y": 2}}
 
@@ -44,6 +45,21 @@ def test_a_job_read_costs_three_queries_once_warm(tenant_db):
     }
     _queries(**request)
     assert len(_queries(**request)) == 2  # API key, the job
+
+
+def test_a_job_read_with_its_attempt_history_costs_no_more(tenant_db):
+    job = queued_job(tenant_db.acme, "demo.fail", {"message": "m"}, max_attempts=3)
+    run_until_final(tenant_db.acme, job)
+    request = {
+        "method": "GET",
+        "path": f"/jobs/{job.id}",
+        "key": tenant_db.acme_key,
+        "host": "acme.localhost",
+    }
+    _queries(**request)
+    sql = _queries(**request)
+    assert len(sql) == 2, sql  # API key, the job with its three attempts
+    assert len(call(**request).body["attempts_log"]) == 3
 
 
 def test_a_new_domain_is_routed_at_once_in_this_process(tenant_db):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
-from jobs.models import Job
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from jobs.models import Job, JobAttempt
 from jobs.services.transitions import job_claim
 
 
@@ -57,3 +60,24 @@ def test_another_tenants_job_cannot_be_claimed(tenant_db):
         assert job_claim(job_id=str(job.id), task_id=str(job.task_id)) is None
     with tenant_db.acme:
         assert Job.objects.get(id=job.id).status == "queued"
+
+
+def test_the_claim_and_its_attempt_row_are_one_statement(tenant_db):
+    with tenant_db.acme:
+        job = _queued(tenant_db.acme)
+        with CaptureQueriesContext(connection) as captured:
+            claimed = job_claim(job_id=str(job.id), task_id=str(job.task_id))
+        assert claimed is not None
+        assert len(captured.captured_queries) == 1, captured.captured_queries
+        assert JobAttempt.objects.filter(job=job, outcome="running").count() == 1
+
+
+def test_a_redelivered_claim_is_still_one_statement(tenant_db):
+    with tenant_db.acme:
+        job = _queued(tenant_db.acme)
+        job_claim(job_id=str(job.id), task_id=str(job.task_id))
+        with CaptureQueriesContext(connection) as captured:
+            job_claim(job_id=str(job.id), task_id=str(job.task_id), redelivered=True)
+        assert len(captured.captured_queries) == 1, captured.captured_queries
+        outcomes = list(JobAttempt.objects.filter(job=job).values_list("number", "outcome"))
+    assert outcomes == [(1, "lost"), (2, "running")]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import uuid
 
 from celery.app.task import Context
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
 from saas_platform.celery_app import app
 
-from jobs.models import Job
+from jobs.models import Job, JobAttempt
 from jobs.services.transitions import job_claim
 from tests.schemas import schemas_holding
 
@@ -86,3 +88,31 @@ def test_a_stale_attempts_success_does_not_touch_the_job(tenant_db):
     with tenant_db.acme:
         job.refresh_from_db()
     assert job.status == "running"
+
+
+def test_success_ends_the_attempt_succeeded_in_the_same_single_statement(tenant_db):
+    job = _running_job(tenant_db.acme)
+    task_id = str(job.task_id)
+    request = _request(tenant_db.acme, job, task_id)
+    with tenant_db.acme:
+        job.refresh_from_db()  # the search_path is set now, as in a worker running the job
+        with CaptureQueriesContext(connection) as captured:
+            app.backend.store_result(task_id, {"sum": 3}, "SUCCESS", request=request)
+    # One statement for the Job row, its attempt and its result row.
+    assert len(captured.captured_queries) == 1, captured.captured_queries
+    with tenant_db.acme:
+        job.refresh_from_db()
+        [attempt] = JobAttempt.objects.filter(job=job)
+    assert (attempt.number, attempt.outcome) == (1, "succeeded")
+    assert attempt.finished_at == job.finished_at
+    assert attempt.duration_seconds is not None
+    assert attempt.duration_seconds >= 0
+
+
+def test_a_stale_attempts_success_leaves_the_running_attempt_running(tenant_db):
+    job = _running_job(tenant_db.acme)
+    stale = str(uuid.uuid4())
+    app.backend.store_result(stale, 5, "SUCCESS", request=_request(tenant_db.acme, job, stale))
+    with tenant_db.acme:
+        [attempt] = JobAttempt.objects.filter(job=job)
+    assert (attempt.outcome, attempt.finished_at) == ("running", None)

@@ -17,6 +17,7 @@ from saas_platform.lib.worker_liveness import WorkerReport, heartbeat_ttl, repor
 
 import jobs.services.reconciliation as reconciliation
 from jobs.models import Job, JobStatus
+from jobs.selectors import job_attempts
 from jobs.services.reconciliation import WorkerView, tenant_reconcile
 from jobs.services.transitions import job_claim
 from tests.jobs_helpers import submit
@@ -112,7 +113,10 @@ def test_a_job_its_live_worker_no_longer_holds_is_requeued_under_a_new_task_id(t
     assert (rescued.status, rescued.worker) == (JobStatus.QUEUED, "")
     assert rescued.task_id != job.task_id
     assert rescued.published_at is not None
-    assert "never recorded" in rescued.error
+    with tenant_db.initech:
+        [lost] = job_attempts(job_id=job.id)
+    assert (lost.outcome, lost.task_id) == ("lost", job.task_id)
+    assert "never recorded" in lost.error
 
 
 def test_a_report_older_than_the_jobs_start_does_not_speak_for_it(tenant_db):
@@ -146,8 +150,13 @@ def test_a_worker_missing_on_two_looks_a_ttl_apart_is_dead_and_its_job_requeued(
         report = tenant_reconcile(WorkerView.look())
         rescued = Job.objects.get(id=job.id)
     assert report.rescued == 1
-    assert rescued.status == JobStatus.QUEUED
-    assert "died" in rescued.error
+    assert (rescued.status, rescued.attempt_cause) == (JobStatus.QUEUED, "rescued")
+    with tenant_db.initech:
+        job_claim(job_id=str(job.id), task_id=str(rescued.task_id))
+        lost, again = job_attempts(job_id=job.id)
+    assert (lost.outcome, lost.task_id) == ("lost", job.task_id)
+    assert "died" in lost.error
+    assert (again.number, again.cause, again.task_id) == (2, "rescued", rescued.task_id)
 
 
 def test_a_worker_that_reports_again_is_no_longer_suspected(tenant_db):

@@ -22,6 +22,7 @@ All read through indexes (jobs.models.Job.Meta); rows are taken oldest first, BA
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -168,7 +169,7 @@ def jobs_rescue_from_dead_workers(view: WorkerView) -> int:
         else:
             continue  # no report yet, death not confirmed: the next pass decides
         if job_requeue_rescued(
-            job_id=str(job_id), task_id=str(task_id), worker=worker, reason=reason
+            job_id=str(job_id), task_id=str(uuid.uuid4()), worker=worker, reason=reason
         ):
             rescued.append(Job.objects.get(id=job_id))
     if rescued:

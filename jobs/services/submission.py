@@ -111,6 +111,7 @@ def _build(request: JobRequest, *, submitted_by: str, now: datetime) -> Job:
         max_attempts=job_type.max_attempts,
         submitted_by=submitted_by,
         run_at=run_at,
+        queued_at=run_at or now,
     )
     # The first attempt's Celery task id is the job id: results and logs line up.
     job.task_id = job.id

@@ -2,7 +2,12 @@
 first (the job was cancelled, retried, or already ended) and the caller backs off.
 
 Worker side: claim, succeed (with the result row), requeue for a retry, fail, progress, and the
-ends only Celery's main process sees. User side: cancel and retry.
+ends only Celery's main process sees. User side: cancel and retry. Reconciler: requeue a job
+whose worker died.
+
+Each attempt has a JobAttempt row (jobs.models). The claim inserts it and every transition that
+ends an attempt ends its row in the same statement as the Job row (a data-modifying CTE), so the
+history never disagrees with the job and the worker's hot path costs no extra round trip.
 """
 
 from __future__ import annotations
@@ -16,19 +21,22 @@ from typing import Any
 
 from celery import current_app, states
 from django.db import transaction
+from django.db.models import F
 from django.db.models.functions import Now
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 from saas_platform.lib.db import connection
 from saas_platform.lib.worker_liveness import current_incarnation
 
-from jobs.models import FINAL_STATUSES, Job, JobStatus
+from jobs.catalogue import UnknownJobType, job_type_get
+from jobs.models import AttemptCause, AttemptOutcome, Job, JobStatus
 from jobs.services.publishing import jobs_publish_on_commit
 from jobs.services.submission import JobSubmitError
 
 logger = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 10_000
+_MAX_TRACEBACK_CHARS = 50_000
 
 
 @dataclass(frozen=True)
@@ -39,17 +47,46 @@ class ClaimedJob:
     max_attempts: int
 
 
-# One round trip: claim the job for this attempt and read what is needed to run it. A message
-# whose task id is not the job's current one is stale (the job was cancelled or retried).
-# "running" is claimable only by a redelivered message (the broker requeued it because the
-# previous attempt's worker was lost); a mere duplicate of a running job's message is refused.
+# One round trip: claim the job for this attempt, record the attempt, and read what is needed to
+# run it. A message whose task id is not the job's current one is stale (the job was cancelled
+# or retried). "running" is claimable only by a redelivered message (the broker requeued it
+# because the previous attempt's worker was lost); a mere duplicate of a running job's message is
+# refused.
+# - SET reads the old row: a job that was running is reclaimed by a redelivery, which is this
+#   attempt's cause. When the broker put the message back is unknown, so it counts as queued now.
+# - `lost` ends the previous attempt's row if it is still running: nobody recorded its end. Its
+#   finished_at is when that came to light, an upper bound on how long it ran.
+# - Sibling CTEs see the table as it was before the statement, so `lost` cannot touch the row
+#   `attempt` inserts, and nothing happens in either when `claimed` matched no row.
 _CLAIM_SQL = """
-UPDATE jobs_job
-   SET status = 'running', attempts = attempts + 1, started_at = now(), finished_at = NULL,
-       worker = %s, ran_in_schema = current_schema()
- WHERE id = %s AND task_id = %s AND (status = 'queued' OR (status = 'running' AND %s))
-RETURNING type, args, attempts, max_attempts
+WITH claimed AS (
+    UPDATE jobs_job
+       SET status = 'running', attempts = attempts + 1, started_at = now(), finished_at = NULL,
+           worker = %(worker)s, ran_in_schema = current_schema(),
+           attempt_cause = CASE WHEN status = 'running' THEN 'redelivered'
+                                ELSE attempt_cause END,
+           queued_at = CASE WHEN status = 'running' THEN now() ELSE queued_at END
+     WHERE id = %(job_id)s AND task_id = %(task_id)s
+       AND (status = 'queued' OR (status = 'running' AND %(redelivered)s))
+    RETURNING id, task_id, type, args, attempts, max_attempts, worker, attempt_cause, queued_at,
+              started_at
+), lost AS (
+    UPDATE jobs_jobattempt AS a
+       SET outcome = 'lost', finished_at = claimed.started_at,
+           error = %(lost_error)s
+      FROM claimed
+     WHERE a.job_id = claimed.id AND a.outcome = 'running'
+), attempt AS (
+    INSERT INTO jobs_jobattempt
+           (job_id, number, task_id, worker, cause, outcome, queued_at, started_at, error,
+            traceback)
+    SELECT id, attempts, task_id, worker, attempt_cause, 'running', queued_at,
+           started_at, '', ''
+      FROM claimed
+)
+SELECT type, args, attempts, max_attempts FROM claimed
 """
+_REDELIVERED_ERROR = "worker lost: the broker redelivered the message to another attempt"
 
 
 def job_claim(
@@ -59,7 +96,16 @@ def job_claim(
     records "<incarnation>:<pid>" (the pid is read per call: pool children fork after import)."""
     where = f"{worker or current_incarnation()}:{os.getpid()}"
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_SQL, [where, job_id, task_id, redelivered])
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "worker": where,
+                "job_id": job_id,
+                "task_id": task_id,
+                "redelivered": redelivered,
+                "lost_error": _REDELIVERED_ERROR,
+            },
+        )
         row = cursor.fetchone()
     if row is None:
         return None
@@ -71,37 +117,91 @@ def job_claim(
     return ClaimedJob(type=job_type, args=args, attempts=attempts, max_attempts=max_attempts)
 
 
-def job_fail(*, job_id: str, task_id: str, error: str) -> bool:
-    return bool(
-        Job.objects.filter(id=job_id, task_id=task_id)
-        .exclude(status__in=FINAL_STATUSES)
-        .update(status=JobStatus.FAILED, error=error[:_MAX_ERROR_CHARS], finished_at=Now())
+def _ending_attempt(job_update: str) -> str:
+    """One statement: `job_update` (an UPDATE of jobs_job ... RETURNING id) and the end of that
+    job's running attempt with %(outcome)s, %(attempt_error)s and %(traceback)s. It yields the
+    number of jobs updated: 0 means another actor got there first, and then no attempt changes.
+    """
+    # Composes this module's constant statements only, never input: parameters stay parameters.
+    return f"""
+WITH job AS (
+{job_update}
+), attempt AS (
+    UPDATE jobs_jobattempt AS a
+       SET outcome = %(outcome)s, finished_at = now(), error = %(attempt_error)s,
+           traceback = %(traceback)s
+      FROM job
+     WHERE a.job_id = job.id AND a.outcome = 'running'
+)
+SELECT count(*) FROM job
+"""  # noqa: S608
+
+
+def _execute_ending(
+    sql: str,
+    params: dict[str, Any],
+    *,
+    outcome: AttemptOutcome,
+    error: str,
+    traceback: str = "",
+) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                **params,
+                "outcome": outcome.value,
+                "attempt_error": error[:_MAX_ERROR_CHARS],
+                # The end of a traceback is where it went wrong.
+                "traceback": traceback[-_MAX_TRACEBACK_CHARS:],
+            },
+        )
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+_FAIL_SQL = _ending_attempt("""
+    UPDATE jobs_job SET status = 'failed', error = %(error)s, finished_at = now()
+     WHERE id = %(job_id)s AND task_id = %(task_id)s
+       AND status NOT IN ('succeeded', 'failed', 'cancelled')
+    RETURNING id""")
+
+
+def job_fail(*, job_id: str, task_id: str, error: str, traceback: str = "") -> bool:
+    return _execute_ending(
+        _FAIL_SQL,
+        {"job_id": job_id, "task_id": task_id, "error": error[:_MAX_ERROR_CHARS]},
+        outcome=AttemptOutcome.FAILED,
+        error=error,
+        traceback=traceback,
     )
 
 
-def job_requeue_for_retry(*, job_id: str, task_id: str, error: str) -> bool:
-    """Back to queued after a failed attempt that will be retried (same task id)."""
-    return bool(
-        Job.objects.filter(id=job_id, task_id=task_id, status=JobStatus.RUNNING).update(
-            status=JobStatus.QUEUED, error=error[:_MAX_ERROR_CHARS]
-        )
-    )
+# queued_at is when the retry becomes due: the message comes back after the countdown.
+_REQUEUE_FOR_RETRY_SQL = _ending_attempt("""
+    UPDATE jobs_job
+       SET status = 'queued', error = %(error)s, attempt_cause = 'retry',
+           queued_at = now() + make_interval(secs => %(countdown)s)
+     WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
+    RETURNING id""")
 
 
-def job_requeue_rescued(*, job_id: str, task_id: str, worker: str, reason: str) -> bool:
-    """Back to queued, under a new task id, a running job whose attempt was lost (its worker died,
-    or ended it without recording the end). Conditional on the same attempt: if the job moved on
-    meanwhile, it is left be."""
-    return bool(
-        Job.objects.filter(
-            id=job_id, task_id=task_id, status=JobStatus.RUNNING, worker=worker
-        ).update(
-            status=JobStatus.QUEUED,
-            task_id=uuid.uuid4(),
-            published_at=None,
-            worker="",
-            error=reason[:_MAX_ERROR_CHARS],
-        )
+def job_requeue_for_retry(
+    *, job_id: str, task_id: str, error: str, traceback: str = "", countdown: float
+) -> bool:
+    """Back to queued after a failed attempt that will be retried (same task id) in `countdown`
+    seconds."""
+    return _execute_ending(
+        _REQUEUE_FOR_RETRY_SQL,
+        {
+            "job_id": job_id,
+            "task_id": task_id,
+            "error": error[:_MAX_ERROR_CHARS],
+            "countdown": countdown,
+        },
+        outcome=AttemptOutcome.RETRYING,
+        error=error,
+        traceback=traceback,
     )
 
 
@@ -111,15 +211,29 @@ def job_report_progress(*, job_id: str, task_id: str, progress: dict[str, Any]) 
     )
 
 
-def job_record_ended_outside_task(*, task_id: str, status: str, error: str) -> None:
+_ENDED_OUTSIDE_TASK_SQL = _ending_attempt("""
+    UPDATE jobs_job SET status = %(status)s, error = %(error)s, finished_at = now()
+     WHERE task_id = %(task_id)s AND status NOT IN ('succeeded', 'failed', 'cancelled')
+    RETURNING id""")
+
+
+def job_record_ended_outside_task(
+    *, task_id: str, status: str, outcome: AttemptOutcome, error: str, traceback: str = ""
+) -> None:
     """Called by the results backend for FAILURE/REVOKED, inside the tenant's schema.
 
     Covers the ends a task cannot record itself: hard time limit, lost worker, revoked before
-    running. A job the task already ended is left as it is.
+    running. A job the task already ended is left as it is. `outcome` is the attempt's (the
+    backend tells a time limit from a lost worker); a job revoked before it ran has no running
+    attempt, so only the Job row changes.
     """
     final = JobStatus.CANCELLED if status == states.REVOKED else JobStatus.FAILED
-    Job.objects.filter(task_id=task_id).exclude(status__in=FINAL_STATUSES).update(
-        status=final, error=error[:_MAX_ERROR_CHARS], finished_at=Now()
+    _execute_ending(
+        _ENDED_OUTSIDE_TASK_SQL,
+        {"task_id": task_id, "status": final.value, "error": error[:_MAX_ERROR_CHARS]},
+        outcome=outcome,
+        error=error,
+        traceback=traceback,
     )
 
 
@@ -132,11 +246,19 @@ def job_record_ended_outside_task(*, task_id: str, status: str, error: str) -> N
 # result row exists. The INSERT writes the same columns, with the same values, as
 # django-celery-results' TaskResultManager.store_result (tests/test_job_success.py compares
 # them); pyproject pins that package's minor version because this statement depends on its table.
+# The attempt's row ends in the same statement, only when the job's UPDATE matched (`done` returns
+# its id).
 _SUCCESS_SQL = """
 WITH done AS (
     UPDATE jobs_job
        SET status = 'succeeded', result = %(result)s::jsonb, error = '', finished_at = now()
      WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
+    RETURNING id
+), attempt AS (
+    UPDATE jobs_jobattempt AS a
+       SET outcome = 'succeeded', finished_at = now()
+      FROM done
+     WHERE a.job_id = done.id AND a.outcome = 'running'
 )
 INSERT INTO django_celery_results_taskresult
     (task_id, periodic_task_name, task_name, task_args, task_kwargs, status, worker,
@@ -197,15 +319,19 @@ def _revoke(task_id: str, *, terminate: bool) -> None:
         logger.warning("could not broadcast revoke of %s: %s", task_id, exc)
 
 
+_CANCEL_SQL = _ending_attempt("""
+    UPDATE jobs_job SET status = 'cancelled', finished_at = now(), error = 'cancelled'
+     WHERE id = %(job_id)s AND status NOT IN ('succeeded', 'failed', 'cancelled')
+    RETURNING id""")
+
+
 def job_cancel(*, job: Job) -> Job:
     """Cancel a job that has not finished. It never runs afterwards, even if its message is
     already in the broker: the runner's claim refuses a cancelled job."""
     was_running = job.status == JobStatus.RUNNING
     with transaction.atomic():
-        updated = (
-            Job.objects.filter(id=job.id)
-            .exclude(status__in=FINAL_STATUSES)
-            .update(status=JobStatus.CANCELLED, finished_at=Now(), error="cancelled")
+        updated = _execute_ending(
+            _CANCEL_SQL, {"job_id": job.id}, outcome=AttemptOutcome.CANCELLED, error="cancelled"
         )
         if not updated:
             job.refresh_from_db()
@@ -217,14 +343,24 @@ def job_cancel(*, job: Job) -> Job:
 
 
 def job_retry(*, job: Job) -> Job:
-    """Run a failed or cancelled job again as a new attempt (a new Celery task id)."""
+    """Run a failed or cancelled job again as a new attempt (a new Celery task id).
+
+    Its attempts so far stay (JobAttempt rows and the `attempts` count); it gets the job type's
+    attempt budget again on top of them.
+    """
+    try:
+        budget = job_type_get(job.type).max_attempts
+    except UnknownJobType:
+        raise JobStateError("not_retryable", f"The job type {job.type} no longer exists.") from None
     with transaction.atomic():
         updated = Job.objects.filter(
             id=job.id, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]
         ).update(
             status=JobStatus.QUEUED,
             task_id=uuid.uuid4(),
-            attempts=0,
+            max_attempts=F("attempts") + budget,
+            attempt_cause=AttemptCause.USER_RETRY,
+            queued_at=Now(),
             result=None,
             error="",
             progress=None,
@@ -242,3 +378,27 @@ def job_retry(*, job: Job) -> Job:
         job.refresh_from_db()
         jobs_publish_on_commit([job])
     return job
+
+
+_RESCUE_SQL = _ending_attempt("""
+    UPDATE jobs_job
+       SET status = 'queued', task_id = %(task_id)s, published_at = NULL, worker = '',
+           queued_at = now(), attempt_cause = 'rescued'
+     WHERE id = %(job_id)s AND status = 'running' AND worker = %(worker)s
+    RETURNING id""")
+
+
+def job_requeue_rescued(*, job_id: str, task_id: str, worker: str, reason: str) -> bool:
+    """Requeue a running job whose worker died or whose end was never recorded (the reconciler)
+    under the new task id `task_id`, so the old message, if Redis ever restores it, is stale and
+    dropped. The caller publishes it.
+
+    Conditional on the job still running on `worker`: if it moved on meanwhile, it is left be.
+    The attempt that was running is marked lost, with `reason` as its error.
+    """
+    return _execute_ending(
+        _RESCUE_SQL,
+        {"job_id": job_id, "task_id": task_id, "worker": worker},
+        outcome=AttemptOutcome.LOST,
+        error=reason,
+    )

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0002_job_batch"),
+        ("jobs", "0003_job_attempts"),
     ]
 
     operations = [
