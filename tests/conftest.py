@@ -7,6 +7,7 @@ test works with rows it creates itself, so real worker processes see everything 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -87,5 +88,6 @@ def prefork_worker(actors: Actors, django_db_blocker: Any) -> Iterator[WorkerPro
 
 @pytest.fixture(scope="module")
 def thread_worker(actors: Actors, django_db_blocker: Any) -> Iterator[WorkerProcess]:
-    with WorkerProcess(pool="threads", concurrency=4) as worker:
+    # A queue of its own: the prefork worker of the same module must not take its jobs.
+    with WorkerProcess(pool="threads", concurrency=4, queues=f"threads-{os.getpid()}") as worker:
         yield worker

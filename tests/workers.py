@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,8 +48,10 @@ class WorkerProcess:
         name: str | None = None,
     ) -> None:
         self.pool = pool
+        self.queues = queues
         self.extra_env = env or {}
-        self.nodename = f"{name or 'test-' + pool}-{os.getpid()}@%h"
+        # Spelled out rather than "%h", so tests can tell this worker's jobs from others'.
+        self.nodename = f"{name or 'test-' + pool}-{os.getpid()}@{socket.gethostname()}"
         self.args = [
             CELERY, "-A", "saas_platform", "worker", "-l", "INFO",
             "-P", pool, "-c", str(concurrency), "-Q", queues,
@@ -84,6 +87,18 @@ class WorkerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def ran(self, worker: str) -> bool:
+        """Whether a Job's `worker` ("<incarnation>:<pid>") names an incarnation of this worker.
+
+        An incarnation is "<node name>#<random>" (saas_platform.lib.worker_liveness).
+        """
+        return worker.startswith(self.nodename + "#")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def _pump(self) -> None:
         assert self.process is not None
