@@ -104,6 +104,8 @@ def stack(tenant_db: Actors, tmp_path: Path) -> Iterator[Stack]:
         yield built
     finally:
         built.close()
+    # Any error the worker logged besides those the test declared (Proc.allow) fails the test.
+    built.worker.assert_no_unexpected_errors()
 
 
 # --- the test ---------------------------------------------------------------------------------
@@ -125,6 +127,8 @@ def test_with_redis_stopped_a_submission_is_accepted_and_runs_after_redis_return
         what="the warm-up job\n" + stack.outputs(),
     )
 
+    # The outage itself: the consumer and the embedded beat log their failed reconnects.
+    stack.worker.allow(r"consumer: Cannot connect to redis://", r"beat: Connection error: ")
     stack.redis.stop()
     stopped_at = time.monotonic()
 
