@@ -172,6 +172,10 @@ class WorkerProcess:
     def output(self) -> str:
         return "".join(self.lines[-200:])
 
+    def count(self, text: str) -> int:
+        """How many lines of the worker's output so far hold `text`."""
+        return sum(text in line for line in list(self.lines))
+
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
