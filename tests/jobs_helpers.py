@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db import transaction
 
+from jobs.catalogue import job_type_get
 from jobs.models import FINAL_STATUSES, Job
 from jobs.services.submission import JobRequest, job_submit
 from tests.workers import wait_for
@@ -20,7 +21,7 @@ def submit(
     job type's queue (a tenant never names one)."""
     request = JobRequest(type=job_type, args=args, **options)
     with tenant:
-        if queue is None:
+        if queue is None or queue == job_type_get(job_type).queue:
             return job_submit(request=request, submitted_by="operator")
         with transaction.atomic():
             job = job_submit(request=request, submitted_by="operator")
