@@ -9,6 +9,7 @@ Static files are collected once per run; `web` is a gunicorn server on the test 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,8 @@ def prefork_worker(actors: Actors, django_db_blocker: Any) -> Iterator[WorkerPro
 
 @pytest.fixture(scope="module")
 def thread_worker(actors: Actors, django_db_blocker: Any) -> Iterator[WorkerProcess]:
-    with WorkerProcess(pool="threads", concurrency=4) as worker:
+    # A queue of its own: the prefork worker of the same module must not take its jobs.
+    with WorkerProcess(pool="threads", concurrency=4, queues=f"threads-{os.getpid()}") as worker:
         yield worker
 
 

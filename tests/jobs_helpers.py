@@ -7,18 +7,32 @@ from types import SimpleNamespace
 from typing import Any
 
 from celery.exceptions import Retry
+from django.db import transaction
 
+from jobs.catalogue import job_type_get
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.runner import job_run_attempt
 from jobs.services.submission import JobRequest, job_submit
 from tests.workers import wait_for
 
 
-def submit(tenant: Any, job_type: str, args: dict[str, Any], **options: Any) -> Job:
+def submit(
+    tenant: Any, job_type: str, args: dict[str, Any], *, queue: str | None = None, **options: Any
+) -> Job:
+    """Submit as an operator would. `queue` is a test-only path to a broker queue of the test's
+    own, so that only the worker the test started can run the job: the product always uses the
+    job type's queue (a tenant never names one)."""
+    request = JobRequest(type=job_type, args=args, **options)
     with tenant:
-        return job_submit(
-            request=JobRequest(type=job_type, args=args, **options), submitted_by="operator"
-        )
+        if queue is None or queue == job_type_get(job_type).queue:
+            return job_submit(request=request, submitted_by="operator")
+        with transaction.atomic():
+            job = job_submit(request=request, submitted_by="operator")
+            # The message is published when this block commits, from this Job object: the object
+            # and the row (which the reconciler would republish from) both name the queue by then.
+            Job.objects.filter(id=job.id).update(queue=queue)
+            job.queue = queue
+        return job
 
 
 def job_in(tenant: Any, job_id: Any) -> Job:

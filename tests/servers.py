@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.workers import REPO, wait_for
+from tests.workers import REPO, assert_no_unexpected_errors, wait_for
 
 HOST = "acme.localhost"
 
@@ -30,11 +31,16 @@ def free_port() -> int:
 
 
 class Proc:
-    """A child process with its output collected; stopped with SIGTERM, then SIGKILL."""
+    """A child process with its output collected; stopped with SIGTERM, then SIGKILL.
+
+    `assert_no_unexpected_errors()` fails when its output holds an error record (ERROR,
+    CRITICAL, a traceback) that no pattern given to `allow()` matches.
+    """
 
     def __init__(self, name: str, args: list[str], env: Mapping[str, str]) -> None:
         self.name = name
         self.lines: list[str] = []
+        self.expected_errors: list[re.Pattern[str]] = []
         self.process = subprocess.Popen(
             args,
             cwd=REPO,
@@ -44,7 +50,8 @@ class Proc:
             text=True,
             errors="replace",
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -57,19 +64,27 @@ class Proc:
     def count(self, text: str) -> int:
         return sum(text in line for line in list(self.lines))
 
+    def allow(self, *patterns: str) -> None:
+        """Expect error records matching these (regular expressions searched in the record)."""
+        self.expected_errors += [re.compile(pattern) for pattern in patterns]
+
+    def assert_no_unexpected_errors(self) -> None:
+        assert_no_unexpected_errors(self.name, list(self.lines), self.expected_errors)
+
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        # Read what is still in the pipe: the last records are checked too.
+        self._pump_thread.join(5)
 
 
 @dataclass

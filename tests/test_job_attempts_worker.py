@@ -10,6 +10,7 @@ import pytest
 
 from tests.api_client import call
 from tests.jobs_helpers import job_in, submit, wait_final
+from tests.test_worker_faults import CHILD_LOST
 from tests.workers import WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
@@ -29,6 +30,7 @@ def test_a_failed_job_retried_by_its_user_runs_again_and_keeps_its_history(
     tenant_db, prefork_worker
 ):
     key = tenant_db.acme_key
+    prefork_worker.allow(r"raised unexpected: DemoFailure\('nope'\)")  # the job's own failure
     job = call(
         "POST", "/jobs", key=key, body={"type": "demo.fail", "args": {"message": "nope"}}
     ).body
@@ -64,17 +66,23 @@ def test_a_failed_job_retried_by_its_user_runs_again_and_keeps_its_history(
     assert all(a["error"] for a in body["attempts_log"])
 
 
+DOOMED_QUEUE = f"doomed-{os.getpid()}"
+
+
 @pytest.fixture
 def doomed_worker(tenant_db):
-    # A worker of this test's own: its child is killed.
-    with WorkerProcess(pool="prefork", concurrency=2) as process:
+    # A worker of this test's own, on a queue of its own (the module's prefork worker must not
+    # take the job): its child is killed.
+    with WorkerProcess(
+        pool="prefork", concurrency=2, queues=DOOMED_QUEUE, name="doomed"
+    ) as process:
         yield process
 
 
 def test_a_killed_pool_child_leaves_its_attempt_lost_and_the_redelivery_runs_it(
     tenant_db, doomed_worker
 ):
-    job = submit(tenant_db.globex, "demo.sleep", {"seconds": 2})
+    job = submit(tenant_db.globex, "demo.sleep", {"seconds": 2}, queue=DOOMED_QUEUE)
 
     def running_pid() -> int | None:
         current = job_in(tenant_db.globex, job.id)
@@ -82,6 +90,7 @@ def test_a_killed_pool_child_leaves_its_attempt_lost_and_the_redelivery_runs_it(
             return int(current.worker.rsplit(":", 1)[1])
         return None
 
+    doomed_worker.allow(CHILD_LOST)
     os.kill(wait_for(running_pid, what="the job to start running"), signal.SIGKILL)
     [done] = wait_final(tenant_db.globex, [job.id])
     assert done.status == "succeeded"

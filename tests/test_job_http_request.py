@@ -230,6 +230,10 @@ def test_jobs_call_out_from_a_worker_retry_and_refuse(
         "http.request",
         {"method": "GET", "url": f"http://127.0.0.2:{server.port}/echo"},
     )
+    # Refused for good: Celery logs the task's PermanentJobError.
+    loopback_worker.allow(
+        rf"http\.request\[{blocked.task_id}\] raised unexpected: PermanentJobError\('refused"
+    )
     done = {job.id: job for job in wait_final(tenant_db.acme, [ok.id, flaky.id, blocked.id])}
 
     assert done[ok.id].status == "succeeded", (done[ok.id].error, loopback_worker.output())

@@ -18,6 +18,9 @@ from tests.workers import WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
+# What the worker's main process logs when a pool child dies under a task (killed here on purpose).
+CHILD_LOST = r"Task handler raised error: WorkerLostError\('Worker exited prematurely: signal 9"
+
 
 @pytest.fixture
 def worker(tenant_db):
@@ -55,6 +58,7 @@ def _assert_rows_only_in(schema: str, job_id) -> None:
 
 
 def test_a_job_whose_child_is_killed_runs_again_and_ends_in_its_schema(tenant_db, worker):
+    worker.allow(CHILD_LOST)
     job = submit(tenant_db.globex, "demo.sleep", {"seconds": 2})
     os.kill(_running_pid(tenant_db.globex, job.id), signal.SIGKILL)
     [done] = wait_final(tenant_db.globex, [job.id])
@@ -66,6 +70,11 @@ def test_a_job_whose_child_is_killed_runs_again_and_ends_in_its_schema(tenant_db
 
 def test_a_job_that_keeps_killing_its_child_fails_for_good_in_its_schema(tenant_db, worker):
     job = submit(tenant_db.globex, "demo.sleep", {"seconds": 30})
+    worker.allow(
+        CHILD_LOST,
+        # The redelivery after the last kill finds no attempt left and fails the job.
+        rf"demo\.sleep\[{job.task_id}\] raised unexpected: AttemptsExhausted",
+    )
     for _ in range(job.max_attempts):
         pid = _running_pid(tenant_db.globex, job.id)
         os.kill(pid, signal.SIGKILL)
@@ -86,6 +95,10 @@ def test_a_job_that_keeps_killing_its_child_fails_for_good_in_its_schema(tenant_
 
 def test_a_job_over_its_hard_time_limit_fails_in_its_schema(tenant_db, worker):
     job = submit(tenant_db.acme, "demo.sleep", {"seconds": 30}, time_limit_seconds=1)
+    worker.allow(
+        rf"Hard time limit \(1s\) exceeded for demo\.sleep\[{job.task_id}\]",
+        r"Task handler raised error: TimeLimitExceeded\(1\)",
+    )
     [done] = wait_final(tenant_db.acme, [job.id])
     assert done.status == "failed"
     assert "TimeLimitExceeded" in done.error

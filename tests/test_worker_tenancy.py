@@ -11,20 +11,33 @@ from saas_platform.celery_app import app
 
 from tests.jobs_helpers import submit, wait_final
 from tests.schemas import schemas_holding
-from tests.workers import wait_for
+from tests.workers import WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
 
-def _run_interleaved(actors, count: int) -> None:
+def _ran_on(worker: WorkerProcess, job) -> bool:
+    """The job ran on this worker, in its pool: a prefork child, or the threads pool's process."""
+    if not worker.ran(job.worker):
+        return False
+    pid = int(job.worker.rsplit(":", 1)[1])
+    return pid == worker.pid if worker.pool == "threads" else pid != worker.pid
+
+
+def _run_interleaved(actors, count: int, worker: WorkerProcess) -> None:
     tenants = [actors.acme, actors.globex, actors.initech]
     submitted: dict[str, list] = {t.schema_name: [] for t in tenants}
     for n, tenant in zip(range(count), itertools.cycle(tenants), strict=False):
-        job = submit(tenant, "demo.add", {"x": n, "y": 1})
+        job = submit(tenant, "demo.add", {"x": n, "y": 1}, queue=worker.queues)
         submitted[tenant.schema_name].append((job.id, n + 1))
     for tenant in tenants:
         expected = dict(submitted[tenant.schema_name])
         jobs = wait_final(tenant, expected, timeout=120)
+        elsewhere = [job.worker for job in jobs if not _ran_on(worker, job)]
+        assert elsewhere == [], (
+            f"{len(elsewhere)} of {len(jobs)} jobs ran outside {worker.nodename}'s {worker.pool} pool",
+            elsewhere[:5],
+        )
         for job in jobs:
             assert job.status == "succeeded", (job.id, job.error)
             assert job.result == expected[job.id]
@@ -52,11 +65,11 @@ def test_a_job_runs_in_its_tenants_schema_and_its_rows_stay_there(tenant_db, pre
 
 
 def test_300_interleaved_jobs_from_3_tenants_on_prefork_have_no_strays(tenant_db, prefork_worker):
-    _run_interleaved(tenant_db, 300)
+    _run_interleaved(tenant_db, 300, prefork_worker)
 
 
 def test_300_interleaved_jobs_from_3_tenants_on_threads_have_no_strays(tenant_db, thread_worker):
-    _run_interleaved(tenant_db, 300)
+    _run_interleaved(tenant_db, 300, thread_worker)
 
 
 def test_a_platform_task_right_after_a_tenant_task_sees_public(tenant_db, prefork_worker):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,6 +23,47 @@ from saas_platform.lib.service_urls import database_url_with_name
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
+
+
+# Worker log records start with the "plain" format's timestamp (settings.LOGGING; Celery does not
+# take over the root logger); the lines that follow one, such as a traceback's, belong to it.
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
+_ALARMS = (" ERROR ", "CRITICAL", "Traceback")
+
+
+def log_records(lines: Iterable[str]) -> list[str]:
+    """Process output grouped into log records (a record and its continuation lines)."""
+    records: list[str] = []
+    for line in lines:
+        if records and not _RECORD_START.match(line):
+            records[-1] += line
+        else:
+            records.append(line)
+    return records
+
+
+def unexpected_errors(lines: Iterable[str], expected: Iterable[re.Pattern[str]]) -> list[str]:
+    """The error records (ERROR, CRITICAL, a traceback) that no `expected` pattern matches."""
+    patterns = list(expected)
+    return [
+        record
+        for record in log_records(lines)
+        if any(alarm in record for alarm in _ALARMS)
+        and not any(pattern.search(record) for pattern in patterns)
+    ]
+
+
+def assert_no_unexpected_errors(
+    who: str, lines: Iterable[str], expected: Iterable[re.Pattern[str]]
+) -> None:
+    patterns = list(expected)
+    unexpected = unexpected_errors(lines, patterns)
+    if unexpected:
+        shown = "".join(record[:3000] for record in unexpected[:10])
+        raise AssertionError(
+            f"{who} logged {len(unexpected)} unexpected error record(s) "
+            f"(expected: {[p.pattern for p in patterns]}):\n{shown}"
+        )
 
 
 def worker_environment() -> dict[str, str]:
@@ -34,7 +77,12 @@ def worker_environment() -> dict[str, str]:
 
 
 class WorkerProcess:
-    """`celery -A saas_platform worker` in a child process, stopped (SIGTERM, then SIGKILL)."""
+    """`celery -A saas_platform worker` in a child process, stopped (SIGTERM, then SIGKILL).
+
+    Leaving the `with` block fails the test when the worker logged an error (an ERROR or
+    CRITICAL record, or a traceback) that the test did not expect: `expected_errors`, or
+    `allow()` later, name them as regular expressions searched in the whole record.
+    """
 
     def __init__(
         self,
@@ -45,10 +93,14 @@ class WorkerProcess:
         beat: bool = False,
         env: dict[str, str] | None = None,
         name: str | None = None,
+        expected_errors: Iterable[str] = (),
     ) -> None:
         self.pool = pool
+        self.queues = queues
         self.extra_env = env or {}
-        self.nodename = f"{name or 'test-' + pool}-{os.getpid()}@%h"
+        # Spelled out rather than "%h", so tests can tell this worker's jobs from others'.
+        self.nodename = f"{name or 'test-' + pool}-{os.getpid()}@{socket.gethostname()}"
+        self.expected_errors = [re.compile(pattern) for pattern in expected_errors]
         self.args = [
             CELERY, "-A", "saas_platform", "worker", "-l", "INFO",
             "-P", pool, "-c", str(concurrency), "-Q", queues,
@@ -61,6 +113,7 @@ class WorkerProcess:
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self._ready = threading.Event()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
 
     def __enter__(self) -> WorkerProcess:
         self.process = subprocess.Popen(
@@ -71,7 +124,7 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread.start()
         if not self._ready.wait(60):
             self.stop()
             raise RuntimeError("worker did not start:\n" + self.output())
@@ -84,6 +137,29 @@ class WorkerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+        if exc_type is None:
+            self.assert_no_unexpected_errors()
+
+    def allow(self, *patterns: str) -> None:
+        """Expect log records matching these from now on (errors a test provokes on purpose)."""
+        self.expected_errors += [re.compile(pattern) for pattern in patterns]
+
+    def assert_no_unexpected_errors(self) -> None:
+        assert_no_unexpected_errors(
+            f"worker {self.nodename}", list(self.lines), self.expected_errors
+        )
+
+    def ran(self, worker: str) -> bool:
+        """Whether a Job's `worker` ("<incarnation>:<pid>") names an incarnation of this worker.
+
+        An incarnation is "<node name>#<random>" (saas_platform.lib.worker_liveness).
+        """
+        return worker.startswith(self.nodename + "#")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
 
     def _pump(self) -> None:
         assert self.process is not None
@@ -95,6 +171,10 @@ class WorkerProcess:
 
     def output(self) -> str:
         return "".join(self.lines[-200:])
+
+    def count(self, text: str) -> int:
+        """How many lines of the worker's output so far hold `text`."""
+        return sum(text in line for line in list(self.lines))
 
     @property
     def alive(self) -> bool:
@@ -110,14 +190,17 @@ class WorkerProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        # Read what is still in the pipe: the last records are checked too.
+        self._pump_thread.join(5)
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:

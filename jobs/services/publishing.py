@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import current_app
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
+from saas_platform.lib.db import connection
 from saas_platform.lib.tenant_context import active_tenant, tenant_activated
 
 from jobs.models import Job, JobStatus
@@ -64,6 +65,7 @@ def jobs_publish_now_rollback_unsafe(jobs: Sequence[Job]) -> int:
     """Publish committed jobs now; returns how many reached the broker.
 
     A broker failure is logged, not raised: the rows stay unpublished and the reconciler retries.
+    So is a database failure while recording `published_at` (`_mark_published`).
     """
     published: list[Any] = []
     for start in range(0, len(jobs), _PIPELINE_SIZE):
@@ -87,5 +89,27 @@ def jobs_publish_now_rollback_unsafe(jobs: Sequence[Job]) -> int:
             break
         published.extend(job.id for job in chunk)
     if published:
-        Job.objects.filter(id__in=published).update(published_at=timezone.now())
+        _mark_published(published)
     return len(published)
+
+
+def _mark_published(job_ids: Sequence[Any]) -> None:
+    """Record that the jobs' messages went out; a database failure here is logged, not raised.
+
+    The rows committed and the messages were sent before this: the jobs are accepted. Raising
+    would reach the client as a 503 ("nothing was accepted"), and its retry would duplicate the
+    job. Unrecorded, the jobs stay "unpublished" and the reconciler sends them again, which is
+    harmless: the runner's claim lets only one message run a job.
+    """
+    try:
+        Job.objects.filter(id__in=job_ids).update(published_at=timezone.now())
+    except (OperationalError, InterfaceError) as exc:
+        if connection.in_atomic_block:
+            raise  # a caller's transaction is broken now: it must not carry on unaware
+        # Left open on purpose: the caller may still need it before answering (job_submit's next
+        # on_commit call asks it whether it is in autocommit, which would reconnect a closed
+        # connection and fail while the database is down). The error marked it, and the end of
+        # the request or task (close_old_connections) closes it if it is broken.
+        logger.warning(
+            "could not record %d published jobs, left for the reconciler: %s", len(job_ids), exc
+        )
