@@ -10,6 +10,7 @@ from uuid import UUID
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
 from pydantic import ConfigDict
+from saas_platform.lib.api_docs import route_doc
 from saas_platform.lib.api_errors import ApiError
 
 from billing.usage import tenant_usage
@@ -151,7 +152,7 @@ def _job_or_404(job_id: str) -> Job:
     return job
 
 
-@router.get("/job-types", response=list[JobTypeOut], summary="The job-type catalogue")
+@router.get("/job-types", summary="The job-type catalogue", **route_doc({200: list[JobTypeOut]}))
 def job_types(request: HttpRequest) -> list[dict[str, Any]]:
     return [
         {
@@ -166,7 +167,7 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/jobs", response={202: JobOut}, summary="Submit a job")
+@router.post("/jobs", summary="Submit a job", **route_doc({202: JobOut}, 409, 429, body=True))
 def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     key = request.headers.get("Idempotency-Key")
@@ -181,7 +182,11 @@ def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
     return Status(202, JobOut.from_job(job))
 
 
-@router.post("/jobs/batch", response={202: BatchOut}, summary="Submit up to 1000 jobs, all or none")
+@router.post(
+    "/jobs/batch",
+    summary="Submit up to 1000 jobs, all or none",
+    **route_doc({202: BatchOut}, 429, body=True),
+)
 def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     try:
@@ -194,13 +199,13 @@ def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any
     return Status(202, {"jobs": [JobOut.from_job(job) for job in jobs]})
 
 
-@router.get("/jobs/{job_id}", response=JobOut, summary="One job")
+@router.get("/jobs/{job_id}", summary="One job", **route_doc({200: JobOut}))
 def get_job(request: HttpRequest, job_id: str) -> dict[str, Any]:
     require_scope(request, "jobs:read")
     return JobOut.from_job(_job_or_404(job_id))
 
 
-@router.get("/jobs", response=JobPageOut, summary="Jobs, newest first")
+@router.get("/jobs", summary="Jobs, newest first", **route_doc({200: JobPageOut}, 422))
 def list_jobs(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]:
     require_scope(request, "jobs:read")
     try:
@@ -212,7 +217,11 @@ def list_jobs(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]
     return {"items": [JobOut.from_job(job) for job in page.items], "next_cursor": page.next_cursor}
 
 
-@router.post("/jobs/{job_id}/cancel", response=JobOut, summary="Cancel a job not yet finished")
+@router.post(
+    "/jobs/{job_id}/cancel",
+    summary="Cancel a job not yet finished",
+    **route_doc({200: JobOut}, 409),
+)
 def cancel(request: HttpRequest, job_id: str) -> dict[str, Any]:
     require_scope(request, "jobs:write")
     try:
@@ -222,7 +231,9 @@ def cancel(request: HttpRequest, job_id: str) -> dict[str, Any]:
     return JobOut.from_job(job)
 
 
-@router.post("/jobs/{job_id}/retry", response={202: JobOut}, summary="Run a failed job again")
+@router.post(
+    "/jobs/{job_id}/retry", summary="Run a failed job again", **route_doc({202: JobOut}, 409)
+)
 def retry(request: HttpRequest, job_id: str) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     try:
@@ -257,7 +268,10 @@ class UsageOut(Schema):
 # Here rather than in billing: the document lists every job type's rate, and billing knows plans,
 # not job types.
 @router.get(
-    "/usage", response=UsageOut, tags=["usage"], summary="This period's usage and the plan's limits"
+    "/usage",
+    tags=["usage"],
+    summary="This period's usage and the plan's limits",
+    **route_doc({200: UsageOut}),
 )
 def usage(request: HttpRequest) -> dict[str, Any]:
     # Any valid key may read its own tenant's usage.
