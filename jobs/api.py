@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
-from pydantic import ConfigDict
+from pydantic import ConfigDict, JsonValue
 from saas_platform.lib.api_docs import route_doc
 from saas_platform.lib.api_errors import ApiError
+from saas_platform.lib.api_parser import STRING_PATTERN, STRING_RULE
 
 from billing.usage import tenant_usage
 from jobs.catalogue import JobArgsError, UnknownJobType, catalogue
@@ -32,6 +33,29 @@ router = Router(tags=["jobs"])
 
 MAX_BATCH = 1000
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Read by the view itself (a malformed key is a 400, not ninja's 422), so declared here.
+IDEMPOTENCY_KEY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1 to 255 printable ASCII characters, no spaces (else a 400). Per tenant: "
+    "the same key with the same body returns the original job, with another body it is a 409.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": _IDEMPOTENCY_KEY.pattern,
+    },
+}
+
+
+def _safe_str(**constraints: Any) -> Any:
+    """A string field as the parser reads it; the pattern only documents (the parser refuses
+    first, with a 400, and pydantic's regex engine cannot express surrogates)."""
+    return Field(json_schema_extra={"pattern": STRING_PATTERN}, **constraints)
+
+
+_JOB_TYPE_NAMES: list[JsonValue] = [name for name in sorted(catalogue())]
 
 
 class Strict(Schema):
@@ -40,11 +64,41 @@ class Strict(Schema):
 
 
 class SubmitIn(Strict):
-    type: str = Field(..., min_length=1, max_length=100, description="A job type name.")
-    args: dict[str, Any] = Field(default_factory=dict)
-    delay_seconds: float | None = Field(None, ge=0, le=MAX_DELAY.total_seconds())
-    run_at: datetime | None = None
-    priority: int | None = Field(None, ge=0, le=9)
+    """One job. `delay_seconds` and `run_at` exclude each other (both set is a 422)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["delay_seconds", "run_at"],
+                "properties": {"delay_seconds": {"type": "number"}, "run_at": {"type": "string"}},
+            }
+        }
+    )
+
+    # The catalogue is fixed per deployment, so the document can list it; validation stays
+    # the service's (an unknown name is a 422 naming the known ones).
+    type: str = Field(
+        ...,
+        min_length=1,
+        max_length=100,
+        description="A job type name, from GET /job-types.",
+        json_schema_extra={"enum": _JOB_TYPE_NAMES},
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The job type's arguments, checked against its JSON schema (`args_schema` "
+        "in GET /job-types): arguments that do not fit are a 422. Strings and keys in it have "
+        f"{STRING_RULE}, numbers are finite, and it is nested at most 31 levels deep (400).",
+    )
+    delay_seconds: float | None = Field(
+        None, ge=0, le=MAX_DELAY.total_seconds(), description="Run this many seconds from now."
+    )
+    run_at: datetime | None = Field(
+        None,
+        description="Run at this time: ISO 8601 with a UTC offset (a naive time is a 422), at "
+        "most 365 days ahead (a 422 beyond); a time in the past runs now.",
+    )
+    priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9; default 5.")
 
     def to_request(self) -> JobRequest:
         return JobRequest(
@@ -118,9 +172,11 @@ class ListParams(Schema):
     status: Literal["scheduled", "queued", "running", "succeeded", "failed", "cancelled"] | None = (
         None
     )
-    type: str | None = Field(None, max_length=100)
+    type: Annotated[str, _safe_str(max_length=100)] | None = None
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: Annotated[str, _safe_str(max_length=200)] | None = Field(
+        None, description="The previous page's next_cursor; any other value is a 422."
+    )
 
 
 def _submit_error(exc: Exception, *, index: int | None = None) -> ApiError:
@@ -167,7 +223,11 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/jobs", summary="Submit a job", **route_doc({202: JobOut}, 409, 429, body=True))
+@router.post(
+    "/jobs",
+    summary="Submit a job",
+    **route_doc({202: JobOut}, 409, 429, body=True, parameters=[IDEMPOTENCY_KEY_HEADER]),
+)
 def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     key = request.headers.get("Idempotency-Key")
