@@ -9,7 +9,7 @@ from uuid import UUID
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
-from pydantic import ConfigDict, JsonValue
+from pydantic import ConfigDict, JsonValue, field_validator
 from saas_platform.lib.api_docs import route_doc
 from saas_platform.lib.api_errors import ApiError
 from saas_platform.lib.api_parser import STRING_PATTERN, STRING_RULE
@@ -99,6 +99,22 @@ class SubmitIn(Strict):
         "most 365 days ahead (a 422 beyond); a time in the past runs now.",
     )
     priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9; default 5.")
+
+    # pydantic's lax mode would take true as 1, "5" as 5 and a number as a Unix time; the
+    # document says a JSON number and an ISO 8601 string, and so does the API.
+    @field_validator("delay_seconds", "priority", mode="before")
+    @classmethod
+    def _a_json_number(cls, value: Any) -> Any:
+        if isinstance(value, bool | str):
+            raise ValueError("must be a JSON number")
+        return value
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _a_json_string(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 string")
+        return value
 
     def to_request(self) -> JobRequest:
         return JobRequest(
