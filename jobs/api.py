@@ -50,8 +50,8 @@ IDEMPOTENCY_KEY_HEADER = {
 
 
 def _safe_str(**constraints: Any) -> Any:
-    """A string field as the parser reads it; the pattern only documents (the parser refuses
-    first, with a 400, and pydantic's regex engine cannot express surrogates)."""
+    """A query string as the parser reads it. The pattern only documents: the parser refuses
+    first, with a 400."""
     return Field(json_schema_extra={"pattern": STRING_PATTERN}, **constraints)
 
 
@@ -188,10 +188,14 @@ class ListParams(Schema):
     status: Literal["scheduled", "queued", "running", "succeeded", "failed", "cancelled"] | None = (
         None
     )
-    type: Annotated[str, _safe_str(max_length=100)] | None = None
+    type: Annotated[str, _safe_str(max_length=100)] | None = Field(
+        None, description=f"Only jobs of this type. With {STRING_RULE} (else a 400)."
+    )
     limit: int = Field(50, ge=1, le=200)
     cursor: Annotated[str, _safe_str(max_length=200)] | None = Field(
-        None, description="The previous page's next_cursor; any other value is a 422."
+        None,
+        description=f"The previous page's next_cursor (any other value is a 422). With "
+        f"{STRING_RULE} (else a 400).",
     )
 
 
