@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
-from pydantic import ConfigDict
+from pydantic import ConfigDict, JsonValue, field_validator
+from saas_platform.lib.api_docs import route_doc
 from saas_platform.lib.api_errors import ApiError
+from saas_platform.lib.api_parser import STRING_PATTERN, STRING_RULE
 
 from billing.usage import tenant_usage
 from jobs.catalogue import JobArgsError, UnknownJobType, catalogue
@@ -38,6 +40,29 @@ router = Router(tags=["jobs"])
 
 MAX_BATCH = 1000
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# Read by the view itself (a malformed key is a 400, not ninja's 422), so declared here.
+IDEMPOTENCY_KEY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "1 to 255 printable ASCII characters, no spaces (else a 400). Per tenant: "
+    "the same key with the same body returns the original job, with another body it is a 409.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": _IDEMPOTENCY_KEY.pattern,
+    },
+}
+
+
+def _safe_str(**constraints: Any) -> Any:
+    """A query string as the parser reads it. The pattern only documents: the parser refuses
+    first, with a 400."""
+    return Field(json_schema_extra={"pattern": STRING_PATTERN}, **constraints)
+
+
+_JOB_TYPE_NAMES: list[JsonValue] = [name for name in sorted(catalogue())]
 
 
 class Strict(Schema):
@@ -46,11 +71,57 @@ class Strict(Schema):
 
 
 class SubmitIn(Strict):
-    type: str = Field(..., min_length=1, max_length=100, description="A job type name.")
-    args: dict[str, Any] = Field(default_factory=dict)
-    delay_seconds: float | None = Field(None, ge=0, le=MAX_DELAY.total_seconds())
-    run_at: datetime | None = None
-    priority: int | None = Field(None, ge=0, le=9)
+    """One job. `delay_seconds` and `run_at` exclude each other (both set is a 422)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["delay_seconds", "run_at"],
+                "properties": {"delay_seconds": {"type": "number"}, "run_at": {"type": "string"}},
+            }
+        }
+    )
+
+    # The catalogue is fixed per deployment, so the document can list it; validation stays
+    # the service's (an unknown name is a 422 naming the known ones).
+    type: str = Field(
+        ...,
+        min_length=1,
+        max_length=100,
+        description="A job type name, from GET /job-types.",
+        json_schema_extra={"enum": _JOB_TYPE_NAMES},
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The job type's arguments, checked against its JSON schema (`args_schema` "
+        "in GET /job-types): arguments that do not fit are a 422. Strings and keys in it have "
+        f"{STRING_RULE}, numbers are finite, and it is nested at most 31 levels deep (400).",
+    )
+    delay_seconds: float | None = Field(
+        None, ge=0, le=MAX_DELAY.total_seconds(), description="Run this many seconds from now."
+    )
+    run_at: datetime | None = Field(
+        None,
+        description="Run at this time: ISO 8601 with a UTC offset (a naive time is a 422), at "
+        "most 365 days ahead (a 422 beyond); a time in the past runs now.",
+    )
+    priority: int | None = Field(None, ge=0, le=9, description="0 (lowest) to 9; default 5.")
+
+    # pydantic's lax mode would take true as 1, "5" as 5 and a number as a Unix time; the
+    # document says a JSON number and an ISO 8601 string, and so does the API.
+    @field_validator("delay_seconds", "priority", mode="before")
+    @classmethod
+    def _a_json_number(cls, value: Any) -> Any:
+        if isinstance(value, bool | str):
+            raise ValueError("must be a JSON number")
+        return value
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _a_json_string(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be an ISO 8601 string")
+        return value
 
     def to_request(self) -> JobRequest:
         return JobRequest(
@@ -177,9 +248,15 @@ class ListParams(Schema):
     status: Literal["scheduled", "queued", "running", "succeeded", "failed", "cancelled"] | None = (
         None
     )
-    type: str | None = Field(None, max_length=100)
+    type: Annotated[str, _safe_str(max_length=100)] | None = Field(
+        None, description=f"Only jobs of this type. With {STRING_RULE} (else a 400)."
+    )
     limit: int = Field(50, ge=1, le=200)
-    cursor: str | None = Field(None, max_length=200)
+    cursor: Annotated[str, _safe_str(max_length=200)] | None = Field(
+        None,
+        description=f"The previous page's next_cursor (any other value is a 422). With "
+        f"{STRING_RULE} (else a 400).",
+    )
 
 
 def _submit_error(exc: Exception, *, index: int | None = None) -> ApiError:
@@ -218,7 +295,7 @@ def _job_or_404(job_id: str) -> Job:
     return job
 
 
-@router.get("/job-types", response=list[JobTypeOut], summary="The job-type catalogue")
+@router.get("/job-types", summary="The job-type catalogue", **route_doc({200: list[JobTypeOut]}))
 def job_types(request: HttpRequest) -> list[dict[str, Any]]:
     return [
         {
@@ -233,7 +310,11 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/jobs", response={202: JobOut}, summary="Submit a job")
+@router.post(
+    "/jobs",
+    summary="Submit a job",
+    **route_doc({202: JobOut}, 409, 429, body=True, parameters=[IDEMPOTENCY_KEY_HEADER]),
+)
 def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     try:
@@ -247,7 +328,11 @@ def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
     return Status(202, JobOut.from_job(job))
 
 
-@router.post("/jobs/batch", response={202: BatchOut}, summary="Submit up to 1000 jobs, all or none")
+@router.post(
+    "/jobs/batch",
+    summary="Submit up to 1000 jobs, all or none",
+    **route_doc({202: BatchOut}, 409, 429, body=True, parameters=[IDEMPOTENCY_KEY_HEADER]),
+)
 def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     try:
@@ -261,7 +346,7 @@ def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any
     return Status(202, {"jobs": [JobOut.from_job(job) for job in jobs]})
 
 
-@router.get("/jobs/{job_id}", response=JobDetailOut, summary="One job")
+@router.get("/jobs/{job_id}", summary="One job", **route_doc({200: JobDetailOut}))
 def get_job(request: HttpRequest, job_id: str) -> dict[str, Any]:
     require_scope(request, "jobs:read")
     detail = job_get_with_attempts(job_id=job_id)
@@ -270,7 +355,7 @@ def get_job(request: HttpRequest, job_id: str) -> dict[str, Any]:
     return JobDetailOut.from_detail(detail)
 
 
-@router.get("/jobs", response=JobPageOut, summary="Jobs, newest first")
+@router.get("/jobs", summary="Jobs, newest first", **route_doc({200: JobPageOut}, 422))
 def list_jobs(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]:
     require_scope(request, "jobs:read")
     try:
@@ -282,7 +367,11 @@ def list_jobs(request: HttpRequest, params: Query[ListParams]) -> dict[str, Any]
     return {"items": [JobOut.from_job(job) for job in page.items], "next_cursor": page.next_cursor}
 
 
-@router.post("/jobs/{job_id}/cancel", response=JobOut, summary="Cancel a job not yet finished")
+@router.post(
+    "/jobs/{job_id}/cancel",
+    summary="Cancel a job not yet finished",
+    **route_doc({200: JobOut}, 409),
+)
 def cancel(request: HttpRequest, job_id: str) -> dict[str, Any]:
     require_scope(request, "jobs:write")
     try:
@@ -292,7 +381,9 @@ def cancel(request: HttpRequest, job_id: str) -> dict[str, Any]:
     return JobOut.from_job(job)
 
 
-@router.post("/jobs/{job_id}/retry", response={202: JobOut}, summary="Run a failed job again")
+@router.post(
+    "/jobs/{job_id}/retry", summary="Run a failed job again", **route_doc({202: JobOut}, 409)
+)
 def retry(request: HttpRequest, job_id: str) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
     try:
@@ -327,7 +418,10 @@ class UsageOut(Schema):
 # Here rather than in billing: the document lists every job type's rate, and billing knows plans,
 # not job types.
 @router.get(
-    "/usage", response=UsageOut, tags=["usage"], summary="This period's usage and the plan's limits"
+    "/usage",
+    tags=["usage"],
+    summary="This period's usage and the plan's limits",
+    **route_doc({200: UsageOut}),
 )
 def usage(request: HttpRequest) -> dict[str, Any]:
     # Any valid key may read its own tenant's usage.

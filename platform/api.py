@@ -19,17 +19,19 @@ from django.utils.module_loading import import_string
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from saas_platform.lib.api_errors import ApiError, api_error_response, error_response
-from saas_platform.lib.api_parser import BadJSON, StrictJSONParser
+from saas_platform.lib.api_parser import MAX_BODY_BYTES, BadJSON, StrictJSONParser
 from saas_platform.lib.db import connection
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 1024 * 1024
-
 api = NinjaAPI(
     title="Background jobs API",
     version="1",
-    description="Submit and track background jobs for your tenant.",
+    description=(
+        "Submit and track background jobs for your tenant. Every error is JSON, "
+        '`{"error": {"code": str, "message": str, "details": any}}`, with the statuses each '
+        "operation lists."
+    ),
     # The apps are named only in dotted strings here (DESIGN.md, "Layers").
     auth=import_string("tenants.auth.ApiKeyAuth")(),
     parser=StrictJSONParser(),

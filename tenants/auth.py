@@ -27,6 +27,14 @@ _REFUSALS = {
 class ApiKeyAuth(HttpBearer):
     """`Authorization: Bearer <key>`; activates the key's tenant. Never logs the key."""
 
+    # Read by ninja into the security scheme; camelCase is the OpenAPI field's own spelling.
+    openapi_bearerFormat = "API key"
+    openapi_description = (
+        "An API key of the tenant, made with `manage.py apikey_create`: "
+        "`Authorization: Bearer <key>`. The key decides the tenant; on another tenant's host it "
+        "is refused (401)."
+    )
+
     def __call__(self, request: HttpRequest) -> ApiKey:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

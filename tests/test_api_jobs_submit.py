@@ -63,6 +63,12 @@ BAD_BODIES = [
     ({"type": "demo.add", "args": {"x": 1, "y": 2}, "delay_seconds": -1}, 422, "invalid_request"),
     ({"type": "demo.add", "args": {"x": 1, "y": 2}, "delay_seconds": 4e7}, 422, "invalid_request"),
     ({"type": "demo.add", "args": {"x": 1, "y": 2}, "priority": 10}, 422, "invalid_request"),
+    # JSON types as documented, not pydantic's lax coercions (true as 1, "5" as 5, a Unix time).
+    ({"type": "demo.add", "args": {"x": 1, "y": 2}, "priority": True}, 422, "invalid_request"),
+    ({"type": "demo.add", "args": {"x": 1, "y": 2}, "priority": "5"}, 422, "invalid_request"),
+    ({"type": "demo.add", "args": {"x": 1, "y": 2}, "delay_seconds": "60"}, 422, "invalid_request"),
+    ({"type": "demo.add", "args": {"x": 1, "y": 2}, "delay_seconds": False}, 422, "invalid_request"),
+    ({"type": "demo.add", "args": {"x": 1, "y": 2}, "run_at": 1893456000}, 422, "invalid_request"),
     ({"type": "demo.add", "args": {"x": 1, "y": 2}, "run_at": "2026-01-01T00:00:00"}, 422, "invalid_run_at"),
     ({"type": "demo.add", "args": {"x": 1, "y": 2}, "run_at": "yesterday"}, 422, "invalid_request"),
     ({"type": "demo.add", "args": {"x": 1, "y": 2}, "delay_seconds": 5, "run_at": "2030-01-01T00:00:00Z"}, 422, "invalid_schedule"),

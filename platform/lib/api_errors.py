@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
+from ninja import Field, Schema
 
 
 class ApiError(Exception):
@@ -24,6 +25,20 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+
+
+class ErrorBody(Schema):
+    code: str = Field(..., description="What went wrong, for programs: a stable snake_case code.")
+    message: str = Field(..., description="What went wrong, for people.")
+    details: Any = Field(
+        ..., description="More about it, shaped by the code (null when there is nothing more)."
+    )
+
+
+class ErrorOut(Schema):
+    """Every error the API answers (CONTRACT.md): {"error": {"code", "message", "details"}}."""
+
+    error: ErrorBody
 
 
 def error_response(

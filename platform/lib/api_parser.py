@@ -17,6 +17,12 @@ from ninja.parser import Parser
 from saas_platform.lib.api_errors import ApiError
 
 MAX_DEPTH = 32
+MAX_BODY_BYTES = 1024 * 1024
+# What _check_string refuses, for the OpenAPI document. The pattern says only the NUL part:
+# a regex engine without surrogates (Rust's, which schemathesis validates with) refuses a pattern
+# naming them, and its strings cannot hold a lone surrogate anyway; the rule says both.
+STRING_PATTERN = r"^[^\x00]*$"
+STRING_RULE = "no NUL (U+0000) and no lone surrogate (U+D800 to U+DFFF)"
 
 
 class BadJSON(ValueError):
