@@ -38,6 +38,8 @@ def main() -> None:
     print()
     # The API benchmark serves its own gunicorn against its own database: a separate process.
     subprocess.run([sys.executable, "-m", "bench.api_submit"], check=False, env=caller_environment)
+    # So does the reconciler's (a thousand tenants of its own).
+    subprocess.run([sys.executable, "-m", "bench.reconcile"], check=False, env=caller_environment)
 
 
 if __name__ == "__main__":
