@@ -15,8 +15,12 @@ class Plan(models.Model):
     slug = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=100)
     monthly_job_quota = models.PositiveIntegerField(help_text="Jobs a tenant may submit per month.")
-    # Multiplies every job type's default rate (JobType.default_rate); 2.0 doubles it.
+    # Multiplies every job type's default rate (CELERY_TASK_ANNOTATIONS); 2.0 doubles it.
     rate_multiplier = models.FloatField(default=1.0)
+    # Per job type, a rate that replaces the scaled default: {"email.send": "5/s"}.
+    rate_overrides = models.JSONField(default=dict, blank=True)
+    # The share of the cluster a backlogged tenant gets against others (fair dispatch).
+    fairness_weight = models.FloatField(default=1.0)
     submit_rate = models.CharField(max_length=20, default="10/s", help_text="Celery notation.")
     concurrency = models.PositiveIntegerField(help_text="Jobs of one tenant running at once.")
     max_schedules = models.PositiveIntegerField()
@@ -40,6 +44,29 @@ class Subscription(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
     started_at = models.DateTimeField(auto_now_add=True)
     changed_at = models.DateTimeField(auto_now=True)
+    # An operator's overrides of the plan for this tenant; empty means the plan's.
+    concurrency_override = models.PositiveIntegerField(null=True, blank=True)
+    submit_rate_override = models.CharField(max_length=20, blank=True)
+    fairness_weight_override = models.FloatField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.tenant_id} on {self.plan_id}"
+
+
+class RateOverride(models.Model):
+    """An operator's rate for one tenant and one job type (or every type: job_type blank)."""
+
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    job_type = models.CharField(max_length=100, blank=True, help_text="Blank: every job type.")
+    rate = models.CharField(max_length=20, help_text='Celery notation, e.g. "5/s" or "100/m".')
+    burst = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Blank: one second's worth."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "job_type"], name="rate_override_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.job_type or '*'} {self.rate}"

@@ -1,22 +1,20 @@
 """This period's usage and the limits in force for a tenant (GET /api/v1/usage).
 
-Usage comes from the Redis counters of billing.metering; the limits from the tenant's plan. The
-per-type rates start from each job type's default, which the caller (jobs) passes in: billing
-knows plans, not job types.
+Usage comes from the Redis counters of billing.metering; the limits from billing.limits (plan,
+annotations, overrides). The caller (jobs) names the job types to list: billing knows plans, not
+the catalogue.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
 
+from billing.limits import TenantLimits, tenant_limits
 from billing.metering import usage_between
-from billing.models import Plan
-from billing.rates import rate_scale
-from billing.selectors import tenant_plan
 
 
 def period_bounds(now: datetime) -> tuple[datetime, datetime]:
@@ -30,28 +28,30 @@ def period_bounds(now: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def plan_limits(plan: Plan, *, default_rates: Mapping[str, str]) -> dict[str, Any]:
+def limits_document(limits: TenantLimits, *, job_types: Iterable[str]) -> dict[str, Any]:
+    rates = limits.rates_for(job_types)
     return {
-        "jobs_per_month": plan.monthly_job_quota,
-        "submit_rate": plan.submit_rate,
-        "concurrency": plan.concurrency,
-        "schedules": plan.max_schedules,
-        "min_interval_seconds": plan.min_interval_seconds,
-        "rates": {
-            name: rate_scale(rate, plan.rate_multiplier) for name, rate in default_rates.items()
-        },
+        "jobs_per_month": limits.jobs_per_month,
+        "submit_rate": limits.submit_rate.text,
+        "submit_burst": limits.submit_rate.burst,
+        "concurrency": limits.concurrency,
+        "schedules": limits.schedules,
+        "min_interval_seconds": limits.min_interval_seconds,
+        "rates": {name: rate.text for name, rate in rates.items()},
+        "bursts": {name: rate.burst for name, rate in rates.items()},
+        "fairness_weight": limits.weight,
     }
 
 
-def tenant_usage(*, tenant_id: int, default_rates: Mapping[str, str]) -> dict[str, Any]:
+def tenant_usage(*, tenant_id: int, job_types: Iterable[str]) -> dict[str, Any]:
     """The usage document of CONTRACT.md for this month so far."""
-    plan = tenant_plan(tenant_id=tenant_id)
+    limits = tenant_limits(tenant_id)
     start, end = period_bounds(timezone.now())
     totals = usage_between(tenant_id=tenant_id, start=start.date(), end=end.date())
     return {
-        "plan": plan.slug,
+        "plan": limits.plan,
         "period_start": start,
         "period_end": end,
         "usage": {"jobs": totals.jobs, "run_seconds": round(totals.run_seconds, 3)},
-        "limits": plan_limits(plan, default_rates=default_rates),
+        "limits": limits_document(limits, job_types=job_types),
     }

@@ -400,11 +400,14 @@ class UsageCounts(Schema):
 
 class Limits(Schema):
     jobs_per_month: int
-    submit_rate: str
-    concurrency: int
+    submit_rate: str = Field(description="Submissions a key's tenant may make, Celery notation.")
+    submit_burst: int = Field(description="Submissions allowed at once above that rate.")
+    concurrency: int = Field(description="Jobs of this tenant running at once, at most.")
     schedules: int
     min_interval_seconds: int
-    rates: dict[str, str]
+    rates: dict[str, str] = Field(description="Per job type: runs per unit of time, cluster-wide.")
+    bursts: dict[str, int] = Field(description="Per job type: runs allowed at once above the rate.")
+    fairness_weight: float = Field(description="Share of the cluster against other tenants.")
 
 
 class UsageOut(Schema):
@@ -427,7 +430,7 @@ def usage(request: HttpRequest) -> dict[str, Any]:
     # Any valid key may read its own tenant's usage.
     return tenant_usage(
         tenant_id=request.auth.tenant_id,  # type: ignore[attr-defined]
-        default_rates={name: jt.default_rate for name, jt in catalogue().items()},
+        job_types=sorted(catalogue()),
     )
 
 

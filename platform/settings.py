@@ -208,6 +208,16 @@ JOBS_RECONCILE_SECONDS = env_int("JOBS_RECONCILE_SECONDS", 10, minimum=1)
 # on two looks a TTL apart is dead: 10 s beats, 30 s TTL and 10 s passes put a dead worker's
 # jobs back within about 80 s, inside the contract's 2 minutes.
 WORKER_HEARTBEAT_SECONDS = env_int("WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
+# Each job type's default rate, in the seed's form ('*' for every type, Celery's notation, and an
+# optional `burst`). The tenant's plan scales or overrides it and operators override it per tenant
+# (billing.limits); jobs' dispatcher enforces it per tenant across the cluster. Celery's own
+# rate limits, which work per worker and hold rate-limited messages in a worker's memory where
+# they block everyone's jobs (celery#8119), are off.
+CELERY_TASK_ANNOTATIONS = {
+    "*": {"rate_limit": "10/s"},
+    "email.send": {"rate_limit": "1/s"},
+}
+CELERY_WORKER_DISABLE_RATE_LIMITS = True
 # Platform schedules (beat, from settings as in the seed); tenants' schedules live in their schemas.
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 

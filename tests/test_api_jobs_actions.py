@@ -165,15 +165,21 @@ def test_usage_reports_this_periods_jobs_and_the_plans_limits(tenant_db):
     assert answer.body["plan"] == "pro"
     assert answer.body["usage"]["jobs"] == before + 1
     limits = answer.body["limits"]
+    # CONTRACT.md's fields, and each limit's burst beside it.
     assert set(limits) == {
         "jobs_per_month",
         "submit_rate",
+        "submit_burst",
         "concurrency",
         "schedules",
         "min_interval_seconds",
         "rates",
+        "bursts",
+        "fairness_weight",
     }
     assert limits["rates"]["demo.add"] == "50/s"  # pro scales the 10/s default by 5
+    assert limits["bursts"]["demo.add"] == 50  # one second's worth
+    assert limits["rates"]["email.send"] == "5/s"  # its own annotation, 1/s, scaled
 
 
 def test_usage_is_per_tenant(tenant_db):

@@ -56,8 +56,6 @@ class JobType:
     # Seconds before retry n (1-based) is retry_backoff_seconds * 2 ** (n - 1), capped.
     retry_backoff_seconds: float = 2.0
     retry_backoff_max_seconds: float = 300.0
-    # Celery notation; the tenant's plan scales it (billing).
-    default_rate: str = "10/s"
     validator: Draft202012Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -127,5 +127,4 @@ JOB_TYPE = JobType(
     max_attempts=5,
     retry_backoff_seconds=10.0,
     # Fifty recipients a job: a lower default than the catalogue's 10/s.
-    default_rate="1/s",
 )
