@@ -44,20 +44,28 @@ def usage_count(
     attempts: int = 0,
     run_seconds: float = 0.0,
     at: datetime | None = None,
+    pipe: redis.client.Pipeline | None = None,
 ) -> None:
-    """Add to the tenant's counters for the UTC day of `at` (now by default)."""
+    """Add to the tenant's counters for the UTC day of `at` (now by default).
+
+    With `pipe`, the commands join the caller's pipeline (one round trip for several updates on
+    a hot path) and the caller executes it; without, they are sent here, and a Redis failure is
+    logged and dropped.
+    """
     day = (at or timezone.now()).astimezone(UTC).date()
     key = _day_key(tenant_id, day)
+    target = pipe if pipe is not None else state_redis().pipeline(transaction=False)
+    if jobs:
+        target.hincrby(key, "jobs", jobs)
+    if attempts:
+        target.hincrby(key, "attempts", attempts)
+    if run_seconds:
+        target.hincrby(key, "run_ms", round(run_seconds * 1000))
+    target.expire(key, USAGE_TTL)
+    if pipe is not None:
+        return
     try:
-        pipe = state_redis().pipeline(transaction=False)
-        if jobs:
-            pipe.hincrby(key, "jobs", jobs)
-        if attempts:
-            pipe.hincrby(key, "attempts", attempts)
-        if run_seconds:
-            pipe.hincrby(key, "run_ms", round(run_seconds * 1000))
-        pipe.expire(key, USAGE_TTL)
-        pipe.execute()
+        target.execute()
     except redis.RedisError as exc:
         logger.warning("usage of tenant %s not counted (%s): %s", tenant_id, key, exc)
 

@@ -204,8 +204,15 @@ class AttemptOut(Schema):
 
 
 class WaitingReasonOut(Schema):
-    code: str = Field(..., description="scheduled, queued or tenant_suspended")
+    code: Literal["scheduled", "queued", "rate_limited", "concurrency_cap", "tenant_suspended"]
     message: str
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "scheduled: run_at (and retry); queued: position in the tenant's line, or in_broker; "
+            "rate_limited: rate, burst, next_slot; concurrency_cap: in_flight, running, limit."
+        ),
+    )
 
 
 class JobDetailOut(JobOut):
@@ -220,7 +227,9 @@ class JobDetailOut(JobOut):
         return {
             **JobOut.from_job(detail.job),
             "waiting_reason": (
-                {"code": reason.code, "message": reason.message} if reason is not None else None
+                {"code": reason.code, "message": reason.message, "details": reason.details}
+                if reason is not None
+                else None
             ),
             "attempts_log": [AttemptOut.from_attempt(attempt) for attempt in detail.attempts],
         }

@@ -8,6 +8,6 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # The reconciler's thread starts with every worker (worker_ready); imported here so that
-        # it is connected in every process that may become a worker.
-        from jobs import maintenance  # noqa: F401
+        # The reconciler's and the dispatcher's threads start with every worker (worker_ready);
+        # imported here so that they are connected in every process that may become a worker.
+        from jobs import dispatcher, maintenance  # noqa: F401

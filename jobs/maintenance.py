@@ -51,8 +51,8 @@ class PassReport:
     tenants: int = 0
     full_sweep: bool = False
     restored: int = 0
-    republished: int = 0
-    released: int = 0
+    announced: int = 0
+    freed: int = 0
     rescued: int = 0
     lost: int = 0
     errors: int = 0
@@ -104,8 +104,8 @@ def reconcile_pass() -> PassReport | None:
                 logger.exception("reconcile failed for tenant %s", tenant_id)
                 continue
             report.tenants += 1
-            report.republished += found.republished
-            report.released += found.released
+            report.announced += found.announced
+            report.freed += found.freed
             report.rescued += found.rescued
             report.lost += found.lost
         if report.full_sweep and not report.errors:
@@ -122,7 +122,7 @@ def reconcile_pass() -> PassReport | None:
         except DatabaseError:
             # The connection broke mid-pass; closing it (close_old_connections) drops the lock.
             logger.warning("could not release the reconcile lock; the connection is closed")
-    if report.restored or report.republished or report.released or report.rescued or report.lost:
+    if report.restored or report.rescued or report.lost or report.freed:
         logger.info("reconcile pass: %s", report)
     return report
 

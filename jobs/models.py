@@ -98,10 +98,13 @@ class Job(models.Model):
                 name="job_scheduled_due_idx",
                 condition=Q(status="scheduled"),
             ),
-            # The reconciler: committed but never published (Redis was down at submit time).
+            # The dispatcher: a tenant's waiting jobs of a queue, in the order they are sent.
             models.Index(
-                fields=["created_at"],
-                name="job_unpublished_idx",
+                "queue",
+                models.F("priority").desc(),
+                "created_at",
+                "id",
+                name="job_waiting_idx",
                 condition=Q(status="queued", published_at__isnull=True),
             ),
             # The reconciler: queued jobs published a while ago, oldest first (lost messages).

@@ -10,13 +10,18 @@ catalogue job types this subclass also brings the Job row to its final state:
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
 from celery import states
+from saas_platform.lib.db import connection
 from saas_platform.lib.results_backend import TenantDatabaseBackend
+from saas_platform.lib.state_redis import state_redis
 
 from jobs.catalogue import catalogue
 from jobs.models import AttemptOutcome
+from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import job_record_ended_outside_task, job_succeed_with_result
 
 
@@ -59,6 +64,16 @@ def _error_text(result: Any) -> str:
     return repr(result)
 
 
+logger = logging.getLogger(__name__)
+
+
+def _free_slot(task_id: str) -> None:
+    try:
+        state_redis().srem(inflight_key(connection.tenant.pk), task_id)
+    except redis.RedisError as exc:
+        logger.warning("slot of %s not freed (the reconciler will): %s", task_id, exc)
+
+
 class JobResultsBackend(TenantDatabaseBackend):
     def _store_in_tenant(
         self,
@@ -83,6 +98,8 @@ class JobResultsBackend(TenantDatabaseBackend):
                 error=_error_text(result),
                 traceback=traceback or "",
             )
+            # A child killed by its time limit never reached the runner's own release.
+            _free_slot(task_id)
         return stored
 
     def _store_job_success(self, task_id: str, result: Any, request: Any) -> Any:

@@ -3,25 +3,31 @@
 1. Claim the job with a conditional UPDATE for this message's task id; 0 rows means the message is
    stale (cancelled, retried or finished meanwhile) and is dropped without a result.
 2. Run the job type with its validated arguments.
-3. Record the outcome: back to queued and a Celery retry (same task id) while attempts remain,
-   or failed for good. Success is recorded by the results backend when it stores the result:
-   the Job row and the result row in one statement (jobs.success).
+3. Record the outcome: scheduled again for a retry after its backoff (the dispatcher sends it
+   when due) while attempts remain, or failed for good. Success is recorded by the results
+   backend when it stores the result: the Job row and the result row in one statement.
+4. Either way, bill the attempt and free its concurrency slot (Redis, one round trip).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from typing import Any
 
+import redis
 from celery import Task
 from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
 from saas_platform.lib.db import connection
+from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.worker_liveness import pool_kills_on_time_limit
 
 from billing.metering import usage_count
 from jobs.catalogue import JobContext, PermanentJobError, job_type_get
+from jobs.fairness import tenant_mark_ready
+from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import (
     job_claim,
     job_fail,
@@ -31,6 +37,7 @@ from jobs.services.transitions import (
 from jobs.time_limits import JobTimeLimitExceeded, time_limit_enforced
 
 DATABASE_RETRY_SECONDS = 5
+logger = logging.getLogger(__name__)
 
 
 class AttemptsExhausted(RuntimeError):
@@ -98,20 +105,45 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             # The backoff restarts with each budget: a user's retry grants max_attempts anew.
             budget_start = claimed.max_attempts - job_type.max_attempts
             countdown = job_type.retry_countdown(max(1, claimed.attempts - budget_start))
-            job_requeue_for_retry(
+            if job_requeue_for_retry(
                 job_id=job_id,
                 task_id=task_id,
                 error=_error_text(exc),
                 traceback=_traceback_text(exc),
                 countdown=countdown,
-            )
-            raise task.retry(exc=exc, countdown=countdown, max_retries=None) from exc
+            ):
+                # The message's routing key is the queue it came from (a job type's, or one a
+                # test routed it to).
+                queue = (task.request.delivery_info or {}).get("routing_key") or job_type.queue
+                _announce_retry(connection.tenant.pk, queue, time.time() + countdown)
+            logger.info("job %s failed (%s); retry in %.0f s", job_id, _error_text(exc), countdown)
+            # Acknowledged with no result: the retry is the job's next attempt, sent again by the
+            # dispatcher when due.
+            raise Ignore() from exc
         job_fail(
             job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
         )
         raise
     finally:
-        usage_count(
-            tenant_id=connection.tenant.pk, attempts=1, run_seconds=time.monotonic() - began
-        )
+        _attempt_ended(connection.tenant.pk, task_id, time.monotonic() - began)
     return result
+
+
+def _announce_retry(tenant_id: int, queue: str, due: float) -> None:
+    try:
+        tenant_mark_ready(tenant_id, queue, due=due)
+    except redis.RedisError as exc:
+        # The job waits in the table all the same; the reconciler announces it again.
+        logger.warning("retry of a job of tenant %s not announced: %s", tenant_id, exc)
+
+
+def _attempt_ended(tenant_id: int, task_id: str, run_seconds: float) -> None:
+    """Bill the attempt and free its concurrency slot: one round trip. A Redis failure loses the
+    count and leaves the slot taken until the reconciler frees it (jobs_free_stale_slots)."""
+    pipe = state_redis().pipeline(transaction=False)
+    usage_count(tenant_id=tenant_id, attempts=1, run_seconds=run_seconds, pipe=pipe)
+    pipe.srem(inflight_key(tenant_id), task_id)
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        logger.warning("end of attempt %s not recorded in Redis: %s", task_id, exc)

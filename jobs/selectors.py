@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.postgres.expressions import ArraySubquery
@@ -14,9 +14,13 @@ from django.db.models import OuterRef, Q, QuerySet
 from django.db.models.functions import JSONObject
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from saas_platform.lib.rate_buckets import bucket_peek
+from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.tenant_context import active_tenant
 
+from billing.limits import tenant_limits
 from jobs.models import AttemptCause, Job, JobAttempt, JobStatus
+from jobs.services.dispatch import bucket_spec, inflight_key
 
 
 class BadCursor(ValueError):
@@ -88,13 +92,26 @@ def job_get_with_attempts(*, job_id: str) -> JobWithAttempts | None:
 
 @dataclass(frozen=True)
 class WaitingReason:
-    code: str  # scheduled, queued, tenant_suspended (later: rate_limited, concurrency_cap)
+    code: str  # scheduled, queued, rate_limited, concurrency_cap, tenant_suspended
     message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _ahead_in_line(job: Job) -> int:
+    """The tenant's waiting jobs the dispatcher sends before this one (same queue, its order)."""
+    earlier = Q(priority__gt=job.priority) | Q(priority=job.priority, created_at__lt=job.created_at)
+    earlier |= Q(priority=job.priority, created_at=job.created_at, id__lt=job.id)
+    return (
+        Job.objects.filter(status=JobStatus.QUEUED, published_at__isnull=True, queue=job.queue)
+        .filter(earlier)
+        .count()
+    )
 
 
 def job_waiting_reason(*, job: Job, now: datetime | None = None) -> WaitingReason | None:
     """Why a job that is neither running nor finished has not started (CONTRACT.md), with the
-    job's tenant active. None for a job that is running or finished."""
+    job's tenant active: what the dispatcher itself would find in its way, in the order it
+    looks. None for a job that is running or finished."""
     if job.status not in (JobStatus.SCHEDULED, JobStatus.QUEUED):
         return None
     tenant = active_tenant()
@@ -102,14 +119,51 @@ def job_waiting_reason(*, job: Job, now: datetime | None = None) -> WaitingReaso
         return WaitingReason("tenant_suspended", "The tenant is suspended.")
     now = now or timezone.now()
     if job.run_at is not None and job.run_at > now:
-        return WaitingReason("scheduled", f"Scheduled to run at {job.run_at.isoformat()}.")
-    if job.attempt_cause == AttemptCause.RETRY and job.queued_at > now:
+        when = job.run_at.isoformat()
+        if job.attempt_cause == AttemptCause.RETRY:
+            return WaitingReason(
+                "scheduled",
+                f"Attempt {job.attempts} failed; attempt {job.attempts + 1} of "
+                f"{job.max_attempts} is an automatic retry due at {when}.",
+                {"run_at": when, "retry": True},
+            )
+        return WaitingReason("scheduled", f"Scheduled to run at {when}.", {"run_at": when})
+    if job.published_at is not None:
         return WaitingReason(
-            "scheduled",
-            f"Attempt {job.attempts} failed; attempt {job.attempts + 1} of {job.max_attempts}"
-            f" is an automatic retry due at {job.queued_at.isoformat()}.",
+            "queued",
+            "Sent to the broker: the next free worker of its queue takes it.",
+            {"in_broker": True, "queue": job.queue},
         )
-    return WaitingReason("queued", "Waiting for a worker.")
+    if tenant is None:
+        return WaitingReason("queued", "Waiting to be sent to a worker.")
+    limits = tenant_limits(tenant.pk)
+    in_flight = int(state_redis().scard(inflight_key(tenant.pk)))
+    if in_flight >= limits.concurrency:
+        running = Job.objects.filter(status=JobStatus.RUNNING).count()
+        return WaitingReason(
+            "concurrency_cap",
+            f"{in_flight} of this tenant's jobs are in flight ({running} running); its plan "
+            f"runs {limits.concurrency} at once. It starts when one ends.",
+            {"in_flight": in_flight, "running": running, "limit": limits.concurrency},
+        )
+    spec = bucket_spec(tenant.pk, job.type, limits)
+    wait = bucket_peek(spec).next_token_in
+    rate = limits.rate_for(job.type)
+    if wait > 0:
+        next_slot = (timezone.now() + timedelta(seconds=wait)).isoformat()
+        return WaitingReason(
+            "rate_limited",
+            f"{job.type} is limited to {rate.text} for this tenant; the next slot is at "
+            f"{next_slot}.",
+            {"rate": rate.text, "burst": rate.burst, "next_slot": next_slot},
+        )
+    ahead = _ahead_in_line(job)
+    return WaitingReason(
+        "queued",
+        f"{ahead} of this tenant's jobs are ahead of it in line for {job.queue}; other tenants' "
+        "turns come in between, in fair order.",
+        {"position": ahead + 1, "queue": job.queue},
+    )
 
 
 def cursor_encode(job: Job) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from celery.exceptions import Retry
 from django.db import transaction
+from django.utils import timezone
 
 from jobs.catalogue import job_type_get
 from jobs.models import FINAL_STATUSES, Job, JobStatus
@@ -100,5 +101,28 @@ def run_until_final(tenant: Any, job: Job, *, deliveries: int = 20) -> Job:
         current = job_in(tenant, job.id)
         if current.is_final:
             return current
+        if current.status == JobStatus.SCHEDULED:
+            # A retry waiting for its backoff: sent now, as the dispatcher would once it is due.
+            with tenant:
+                Job.objects.filter(id=job.id).update(
+                    status=JobStatus.QUEUED, published_at=timezone.now()
+                )
+            current = job_in(tenant, job.id)
         run_attempt(tenant, current)
     raise AssertionError(f"the job did not end in {deliveries} deliveries")
+
+
+def dispatch_now(tenant: Any, queue: str = "default", room: int = 100) -> int:
+    """One dispatcher turn for the tenant and queue, in this process; returns how many it sent.
+
+    For tests that need a message in the broker with no worker around (a dispatcher thread only
+    sends to queues that live workers consume). The tenant's in-flight count is cleared first:
+    other tests' jobs, sent and never run, would otherwise hold its concurrency slots.
+    """
+    from saas_platform.lib.state_redis import state_redis
+
+    from jobs.services.dispatch import inflight_key, tenant_dispatch_turn
+
+    state_redis().delete(inflight_key(tenant.pk))
+    with tenant:
+        return tenant_dispatch_turn(tenant_id=tenant.pk, queue=queue, room=room, alone=True).sent

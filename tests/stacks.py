@@ -8,6 +8,8 @@ other test, and other users of the server.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,22 @@ class RedisStack:
         wait_for(lambda: worker.count(" ready.") or not worker.alive, timeout=60, what=name)
         assert worker.alive, worker.output()
         return worker
+
+    def dispatch_once(self, tenant_id: int, queue: str = "default") -> None:
+        """One dispatcher turn for the tenant, against this stack's Redis, in a child process."""
+        code = (
+            "import django; django.setup()\n"
+            "from saas_platform.lib.tenant_context import tenant_activated\n"
+            "from jobs.services.dispatch import tenant_dispatch_turn\n"
+            f"with tenant_activated({tenant_id}):\n"
+            f"    print(tenant_dispatch_turn(tenant_id={tenant_id}, queue={queue!r}, room=10,"
+            " alone=True).sent)\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=self.env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert int(done.stdout.strip().splitlines()[-1]) >= 1, done.stdout
 
     def call(self, method: str, path: str, key: str, body: Any = None) -> Any:
         reply = http_call(self.web_port, method, f"/api/v1{path}", key=key, body=body)

@@ -8,7 +8,7 @@ import pytest
 
 from jobs.models import Job
 from tests.api_client import call
-from tests.jobs_helpers import submit, wait_final
+from tests.jobs_helpers import dispatch_now, submit, wait_final
 from tests.schemas import schemas_holding
 from tests.workers import WorkerProcess, wait_for
 
@@ -102,6 +102,7 @@ def test_a_cancelled_job_never_runs_even_with_its_message_in_the_broker(tenant_d
     # which refuses a cancelled job, stands between the message and a run.
     queue = f"cancel-{uuid.uuid4().hex[:12]}"
     job = submit(tenant_db.acme, "demo.add", {"x": 1, "y": 1}, queue=queue)
+    assert dispatch_now(tenant_db.acme, queue) == 1  # its message is in the broker now
     answer = call("POST", f"/jobs/{job.id}/cancel", key=tenant_db.acme_key)
     assert (answer.status, answer.body["status"]) == (200, "cancelled")
     control = submit(tenant_db.acme, "demo.add", {"x": 2, "y": 1}, queue=queue)

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import logging
-import time
 from datetime import timedelta
 
-import psycopg
 import pytest
-from django.db import close_old_connections, connections
-from django.db.models import QuerySet
 from django.utils import timezone
+from saas_platform.lib.state_redis import state_key, state_redis
 
 from jobs.models import Job
 from tests.api_client import call
@@ -32,7 +29,11 @@ def test_it_accepts_a_job_with_202_and_commits_its_row(tenant_db):
     with tenant_db.acme:
         job = Job.objects.get(id=answer.body["id"])
     assert (job.type, job.args) == ("demo.add", {"x": 1, "y": 2})
-    assert job.published_at is not None
+    # It waits in the table for the dispatcher, which its tenant's ready entry calls.
+    assert job.published_at is None
+    assert (
+        state_redis().zscore(state_key("fair", "default", "ready"), tenant_db.acme.pk) is not None
+    )
 
 
 def test_the_job_lives_in_the_keys_tenant_only(tenant_db):
@@ -108,7 +109,7 @@ def test_it_refuses_malformed_bodies_with_a_clear_error(tenant_db, raw, status, 
     assert _count(tenant_db.acme) == before
 
 
-def test_a_short_delay_rides_the_broker_and_a_long_one_waits_in_the_table(tenant_db):
+def test_every_delay_waits_in_the_table_as_scheduled(tenant_db):
     short = call(
         "POST", "/jobs", key=tenant_db.acme_key,
         body={"type": "demo.add", "args": {"x": 1, "y": 2}, "delay_seconds": 60},
@@ -117,82 +118,51 @@ def test_a_short_delay_rides_the_broker_and_a_long_one_waits_in_the_table(tenant
         "POST", "/jobs", key=tenant_db.acme_key,
         body={"type": "demo.add", "args": {"x": 1, "y": 2}, "delay_seconds": 3600},
     )  # fmt: skip
-    assert (short.status, short.body["status"]) == (202, "queued")
+    # No broker ETAs: the dispatcher sends a delayed job when it is due.
+    assert (short.status, short.body["status"]) == (202, "scheduled")
     assert (long.status, long.body["status"]) == (202, "scheduled")
     with tenant_db.acme:
         assert Job.objects.get(id=long.body["id"]).published_at is None
-        assert Job.objects.get(id=short.body["id"]).published_at is not None
+        assert Job.objects.get(id=short.body["id"]).published_at is None
 
 
 @pytest.mark.parametrize("path", ["/jobs", "/jobs/batch"])
-def test_the_database_dropping_after_the_publish_still_answers_202_and_keeps_one_job(
+def test_redis_failing_after_the_commit_still_answers_202_and_the_reconciler_announces_it(
     tenant_db, monkeypatch, caplog, path
 ):
-    # The database drops between the publish and the UPDATE of published_at: our server
-    # connection is terminated and new ones are refused until the answer is out. A real outage
-    # cannot be timed into that gap (about a millisecond after the INSERT's commit, in the same
-    # request: stopping PostgreSQL lands before the INSERT, a 503 with nothing accepted, as in
-    # test_api_database_down, or after the answer), so the queryset update in publishing is
-    # where the test steps in.
-    ours = connections["default"]
-    real_update, real_connect = QuerySet.update, ours.get_new_connection
-    down = False
+    # After its commit a submission only tells Redis (billing, the active set, the dispatcher's
+    # ready set); if that fails the job is accepted all the same, never a 503 that would make the
+    # client submit it twice. Redis is made to fail at that one call.
+    import redis.client
 
-    def update(self, **kwargs):
-        nonlocal down
-        if self.model is Job and set(kwargs) == {"published_at"}:
-            _terminate_backend(ours.connection.info.backend_pid)
-            down = True
-        return real_update(self, **kwargs)
+    from jobs.services.reconciliation import WorkerView, tenant_reconcile
 
-    def refused(*args, **kwargs):
-        if down:
-            raise psycopg.OperationalError("connection refused (the test's outage)")
-        return real_connect(*args, **kwargs)
+    real_execute = redis.client.Pipeline.execute
+    failing = True
 
-    monkeypatch.setattr(QuerySet, "update", update)
-    monkeypatch.setattr(ours, "get_new_connection", refused)
+    def execute(self, *args, **kwargs):
+        if failing:
+            raise redis.ConnectionError("Redis went away (the test's outage)")
+        return real_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
     before = _count(tenant_db.acme)
     add = {"type": "demo.add", "args": {"x": 1, "y": 2}}
     body = add if path == "/jobs" else {"jobs": [add]}
-    with caplog.at_level(logging.WARNING, logger="jobs.services.publishing"):
+    with caplog.at_level(logging.WARNING, logger="jobs.services.activity"):
         answer = call("POST", path, key=tenant_db.acme_key, body=body)
-    down = False
+    failing = False
     assert answer.status == 202, answer.body
     job = answer.body if path == "/jobs" else answer.body["jobs"][0]
     assert job["status"] == "queued"
-    assert "could not record 1 published jobs" in caplog.text
-
-    # At the end of a request Django runs close_old_connections (on request_finished, which the
-    # test client leaves out): it drops the broken connection, so the next request reconnects.
-    close_old_connections()
-    assert ours.connection is None
-    assert call("GET", f"/jobs/{job['id']}", key=tenant_db.acme_key).status == 200
-    # Accepted once, so the client has no reason to submit again. The row says "unpublished":
-    # the reconciler sends it again (harmless: the claim lets only one message run it).
-    with tenant_db.acme:
-        assert Job.objects.filter(id=job["id"]).count() == 1
-        assert Job.objects.get(id=job["id"]).published_at is None
+    assert "not announced" in caplog.text
     assert _count(tenant_db.acme) == before + 1
-
-
-def _terminate_backend(pid: int) -> None:
-    """End a server connection from another one, and wait until it is gone."""
-    with psycopg.connect(_conninfo(), autocommit=True) as admin:
-        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone():
-            time.sleep(0.01)
-
-
-def _conninfo() -> str:
-    settings_dict = connections["default"].settings_dict
-    return psycopg.conninfo.make_conninfo(
-        dbname=settings_dict["NAME"],
-        user=settings_dict["USER"],
-        password=settings_dict["PASSWORD"] or None,
-        host=settings_dict["HOST"] or None,
-        port=settings_dict["PORT"] or None,
-    )
+    # The row waits; the reconciler's next pass tells the dispatcher about it.
+    ready = state_key("fair", "default", "ready")
+    state_redis().zrem(ready, tenant_db.acme.pk)
+    with tenant_db.acme:
+        tenant_reconcile(WorkerView())
+    assert state_redis().zscore(ready, tenant_db.acme.pk) is not None
 
 
 def test_run_at_in_the_future_is_kept(tenant_db):

@@ -18,7 +18,7 @@ def _queries(**kwargs) -> list[str]:
     return [q["sql"] for q in captured.captured_queries]
 
 
-def test_a_submit_costs_three_queries_once_warm(tenant_db):
+def test_a_submit_costs_two_queries_once_warm(tenant_db):
     request = {
         "method": "POST",
         "path": "/jobs",
@@ -28,12 +28,14 @@ def test_a_submit_costs_three_queries_once_warm(tenant_db):
     }
     _queries(**request)  # warm: the host cache, the key's last_used_at, the first SET search_path
     sql = _queries(**request)
-    # API key, INSERT, published_at: no domain lookup, no SET search_path, no BEGIN/COMMIT.
-    assert len(sql) == 3, sql
-    assert not any(s.startswith("SET search_path") for s in sql)
+    # API key, INSERT: no domain lookup, no SET search_path, no BEGIN/COMMIT, and nothing after
+    # the commit (the dispatcher sends the job, not the request).
+    assert len(sql) == 2, sql
+    assert sql[0].startswith('SELECT "tenants_apikey"')
+    assert sql[1].startswith('INSERT INTO "jobs_job"')
 
 
-def test_a_job_read_costs_two_queries_once_warm(tenant_db):
+def test_a_waiting_job_read_costs_three_queries_once_warm(tenant_db):
     job_id = call("POST", "/jobs", key=tenant_db.acme_key, host="acme.localhost", body=ADD).body[
         "id"
     ]
@@ -45,11 +47,13 @@ def test_a_job_read_costs_two_queries_once_warm(tenant_db):
     }
     _queries(**request)
     sql = _queries(**request)
-    # API key, the job: the host's tenant comes from the per-process cache, and the connection
-    # is already on acme's search_path.
-    assert len(sql) == 2, sql
+    # API key, the job (with its attempts), and its place in its tenant's line for the waiting
+    # reason: the host's tenant comes from the per-process cache, the limits from billing's,
+    # and the connection is already on acme's search_path.
+    assert len(sql) == 3, sql
     assert '"tenants_apikey"' in sql[0]
     assert sql[1].startswith('SELECT "jobs_job"."id"'), sql
+    assert sql[2].startswith("SELECT COUNT(*)"), sql
 
 
 def test_a_job_read_with_its_attempt_history_costs_no_more(tenant_db):

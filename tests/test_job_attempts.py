@@ -3,15 +3,18 @@ statements that move the job, and a retry adds attempts instead of erasing them.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from billiard.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.app.task import Context
+from django.utils import timezone
 from saas_platform.celery_app import app
 
 from jobs.catalogue import job_type_get
 from jobs.models import Job, JobAttempt
 from jobs.selectors import job_attempts
 from jobs.services.transitions import job_cancel, job_claim, job_retry
-from tests.jobs_helpers import queued_job, run_attempt, run_until_final
+from tests.jobs_helpers import job_in, queued_job, run_attempt, run_until_final
 
 
 def _attempts(tenant, job: Job) -> list[JobAttempt]:
@@ -99,9 +102,14 @@ def test_a_user_retry_keeps_the_history_and_grants_a_fresh_budget(tenant_db):
     assert retried.attempt_cause == "user_retry"
     assert (retried.error, retried.started_at, retried.finished_at) == ("", None, None)
     assert len(_attempts(tenant_db.acme, job)) == 3  # nothing erased
-    first_retry = run_attempt(tenant_db.acme, job)
+    before = timezone.now()
+    run_attempt(tenant_db.acme, job)
     # The new budget's backoff starts over: the first automatic retry waits as the first did.
-    assert first_retry.retried["countdown"] == job_type_get("demo.fail").retry_countdown(1)
+    rescheduled = job_in(tenant_db.acme, job.id)
+    countdown = job_type_get("demo.fail").retry_countdown(1)
+    assert rescheduled.status == "scheduled"
+    assert before + timedelta(seconds=countdown) <= rescheduled.run_at
+    assert rescheduled.run_at <= timezone.now() + timedelta(seconds=countdown)
     run_until_final(tenant_db.acme, job)
     attempts = _attempts(tenant_db.acme, job)
     assert [(a.number, a.cause, a.outcome) for a in attempts] == [

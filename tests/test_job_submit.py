@@ -1,4 +1,5 @@
-"""jobs.services.submission.job_submit / job_submit_many: validated, written and published all or nothing."""
+"""jobs.services.submission.job_submit / job_submit_many: validated and written all or nothing,
+then announced to the dispatcher, whose turn (jobs.services.dispatch) sends the message."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 import redis
 from django.db import connection
 from django.utils import timezone
+from saas_platform.lib.state_redis import state_redis
 
 from jobs.catalogue import JobArgsError, UnknownJobType
 from jobs.models import Job, JobStatus
+from jobs.services.dispatch import inflight_key
 from jobs.services.submission import (
     IdempotencyConflict,
     JobRequest,
@@ -23,6 +26,7 @@ from jobs.services.submission import (
     job_submit,
     job_submit_many,
 )
+from tests.jobs_helpers import job_in
 from tests.schemas import schemas_holding
 
 DAY = 24 * 60 * 60
@@ -80,6 +84,14 @@ def broker(tenant_db):
 def by(tenant_db):
     """A submitted_by unique to the test; its jobs are deleted afterwards, in every tenant."""
     who = f"test:{uuid.uuid4().hex[:12]}"
+    # A clean line: jobs other tests left waiting or sent (no worker runs here) would be sent
+    # first, or hold the tenant's concurrency slots.
+    for tenant in (tenant_db.acme, tenant_db.globex):
+        with tenant:
+            Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED]).update(
+                status=JobStatus.CANCELLED
+            )
+        state_redis().delete(inflight_key(tenant.pk))
     yield who
     for tenant in (tenant_db.acme, tenant_db.globex):
         with tenant:
@@ -113,7 +125,23 @@ def _assert_refused_and_nothing_happened(tenant, broker, by, submit, error, matc
 # --- accepted --------------------------------------------------------------------------------
 
 
-def test_a_valid_job_is_written_queued_and_published_once(tenant_db, broker, by):
+def _dispatch(tenant, queue: str = "default"):
+    """One dispatcher turn for the tenant, as the dispatcher thread would take it."""
+    from jobs.services.dispatch import tenant_dispatch_turn
+
+    with tenant:
+        return tenant_dispatch_turn(tenant_id=tenant.pk, queue=queue, room=100, alone=True)
+
+
+def _ready(tenant, queue: str = "default") -> bool:
+    from saas_platform.lib.state_redis import state_key, state_redis
+
+    return state_redis().zscore(state_key("fair", queue, "ready"), tenant.pk) is not None
+
+
+def test_a_valid_job_is_written_queued_and_announced_and_sent_once_by_the_dispatcher(
+    tenant_db, broker, by
+):
     before = broker.snapshot()
     with tenant_db.acme:
         count = Job.objects.count()
@@ -123,15 +151,21 @@ def test_a_valid_job_is_written_queued_and_published_once(tenant_db, broker, by)
     assert (row.type, row.args, row.status) == ("demo.add", {"x": 1, "y": 2}, JobStatus.QUEUED)
     assert (row.priority, row.queue, row.submitted_by) == (5, "default", by)
     assert row.run_at is None
-    assert row.published_at is not None
     assert row.task_id == row.id
-    assert broker.length() == len(before) + 1
-    [raw] = broker.new_since(before)
-    message = broker.take(raw)
+    # Submitting sends nothing: the job waits in the table and its tenant is ready.
+    assert row.published_at is None
+    assert broker.snapshot() == before
+    assert _ready(tenant_db.acme)
+    assert _dispatch(tenant_db.acme).sent >= 1
+    assert job_in(tenant_db.acme, job.id).published_at is not None
+    mine = [raw for raw in broker.new_since(before) if str(job.id) in raw.decode()]
+    assert len(mine) == 1
+    message = broker.take(mine[0])
     assert message["headers"]["task"] == "demo.add"
     assert message["headers"]["id"] == str(job.id)
     assert message["decoded_body"][0] == [str(job.id)]
     assert message["headers"]["eta"] is None
+    assert _dispatch(tenant_db.acme).sent == 0  # once
 
 
 def test_the_message_carries_the_active_tenant_in_its_headers(tenant_db, broker, by):
@@ -139,7 +173,8 @@ def test_the_message_carries_the_active_tenant_in_its_headers(tenant_db, broker,
         before = broker.snapshot()
         with tenant:
             job = _submit(_add(), by)
-        [raw] = broker.new_since(before)
+        _dispatch(tenant)
+        [raw] = [raw for raw in broker.new_since(before) if str(job.id) in raw.decode()]
         headers = broker.take(raw)["headers"]
         assert headers["id"] == str(job.id)
         assert headers["tenant_id"] == tenant.pk
@@ -154,20 +189,28 @@ def test_the_row_is_written_in_the_active_tenants_schema_only(tenant_db, broker,
         assert not Job.objects.filter(id=job.id).exists()
 
 
-def test_a_short_delay_is_queued_with_an_eta_on_the_broker(tenant_db, broker, by):
+def test_a_delayed_job_waits_scheduled_and_is_sent_when_due_without_an_eta(tenant_db, broker, by):
     before = broker.snapshot()
     started = timezone.now()
     with tenant_db.acme:
         job = _submit(_add(delay_seconds=60), by)
         row = Job.objects.get(id=job.id)
-    assert row.status == JobStatus.QUEUED
+    assert row.status == JobStatus.SCHEDULED
     assert started + timedelta(seconds=59) <= row.run_at <= timezone.now() + timedelta(seconds=61)
-    [raw] = broker.new_since(before)
-    eta = broker.take(raw)["headers"]["eta"]
-    assert datetime.fromisoformat(eta) == row.run_at
+    assert broker.snapshot() == before
+    _dispatch(tenant_db.acme)
+    assert job_in(tenant_db.acme, job.id).published_at is None  # not due yet
+    with tenant_db.acme:
+        Job.objects.filter(id=job.id).update(run_at=timezone.now() - timedelta(seconds=1))
+    _dispatch(tenant_db.acme)
+    sent = job_in(tenant_db.acme, job.id)
+    assert (sent.status, sent.published_at is not None) == (JobStatus.QUEUED, True)
+    [raw] = [raw for raw in broker.new_since(before) if str(job.id) in raw.decode()]
+    # No broker ETA: a worker never holds a job waiting for its time.
+    assert broker.take(raw)["headers"]["eta"] is None
 
 
-def test_a_delay_beyond_15_minutes_is_scheduled_and_publishes_nothing(tenant_db, broker, by):
+def test_a_long_delay_is_scheduled_and_publishes_nothing(tenant_db, broker, by):
     before = broker.snapshot()
     with tenant_db.acme:
         job = _submit(_add(delay_seconds=15 * 60 + 5), by)
@@ -177,7 +220,7 @@ def test_a_delay_beyond_15_minutes_is_scheduled_and_publishes_nothing(tenant_db,
     assert broker.snapshot() == before
 
 
-def test_a_run_at_beyond_15_minutes_is_scheduled_and_publishes_nothing(tenant_db, broker, by):
+def test_a_run_at_in_the_future_is_scheduled_and_publishes_nothing(tenant_db, broker, by):
     before = broker.snapshot()
     run_at = timezone.now() + timedelta(hours=2)
     with tenant_db.acme:
@@ -297,7 +340,7 @@ def test_it_refuses_to_submit_with_no_tenant_active(tenant_db, broker, by):
 # --- batches: all or none --------------------------------------------------------------------
 
 
-def test_a_valid_batch_writes_and_publishes_every_job(tenant_db, broker, by):
+def test_a_valid_batch_writes_every_job_and_the_dispatcher_sends_those_due(tenant_db, broker, by):
     before = broker.snapshot()
     with tenant_db.acme:
         jobs = job_submit_many(
@@ -309,7 +352,14 @@ def test_a_valid_batch_writes_and_publishes_every_job(tenant_db, broker, by):
         jobs[1].id: JobStatus.QUEUED,
         jobs[2].id: JobStatus.SCHEDULED,
     }
-    published = [broker.take(raw)["headers"] for raw in broker.new_since(before)]
+    assert broker.snapshot() == before
+    _dispatch(tenant_db.acme)
+    ours = {str(j.id) for j in jobs}
+    published = [
+        broker.take(raw)["headers"]
+        for raw in broker.new_since(before)
+        if json.loads(raw)["headers"]["id"] in ours
+    ]
     assert sorted(h["id"] for h in published) == sorted(str(j.id) for j in jobs[:2])
     assert {h["tenant_schema"] for h in published} == {"acme"}
 
@@ -362,7 +412,8 @@ def test_the_same_key_and_request_returns_the_same_job(tenant_db, broker, by):
         second = _submit(_add(), by, idempotency_key=key)
         assert Job.objects.filter(idempotency_key=key).count() == 1
     assert second.id == first.id
-    assert len(broker.new_since(before)) == 1
+    _dispatch(tenant_db.acme)
+    assert len([raw for raw in broker.new_since(before) if str(first.id) in raw.decode()]) == 1
 
 
 def test_the_same_key_with_another_request_conflicts_and_writes_nothing(tenant_db, broker, by):

@@ -28,8 +28,8 @@ def test_a_retry_in_its_countdown_says_it_is_a_scheduled_retry(tenant_db):
     run_attempt(tenant_db.acme, job)
     with tenant_db.acme:
         waiting = Job.objects.get(id=job.id)
-        reason = job_waiting_reason(job=waiting, now=waiting.queued_at - timedelta(seconds=0.1))
-    assert waiting.status == "queued"
+        reason = job_waiting_reason(job=waiting, now=waiting.run_at - timedelta(seconds=0.1))
+    assert waiting.status == "scheduled"  # a retry waits in the table until it is due
     assert reason is not None
     assert reason.code == "scheduled"
     assert "retry" in reason.message

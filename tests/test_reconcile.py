@@ -23,38 +23,38 @@ from jobs.services.transitions import job_claim
 from tests.jobs_helpers import submit
 
 
-def test_a_scheduled_job_is_released_when_it_comes_due(tenant_db):
+def _fair(queue: str, part: str) -> str:
+    return state_key("fair", queue, part)
+
+
+def _forget_announcements(tenant) -> None:
+    """As if Redis had lost them (down at submit time, flushed, failed over)."""
+    for part in ("ready", "later"):
+        state_redis().zrem(_fair("default", part), tenant.pk)
+
+
+def test_a_waiting_job_whose_announcement_was_lost_is_announced_again(tenant_db):
+    submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1})
+    _forget_announcements(tenant_db.initech)
+    with tenant_db.initech:
+        report = tenant_reconcile(WorkerView())
+    assert report.announced >= 1
+    assert state_redis().zscore(_fair("default", "ready"), tenant_db.initech.pk) is not None
+
+
+def test_a_scheduled_jobs_tenant_is_announced_for_its_run_at(tenant_db):
+    with tenant_db.initech:
+        Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED]).update(
+            status=JobStatus.CANCELLED
+        )
     job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=7200)
     assert job.status == JobStatus.SCHEDULED
+    _forget_announcements(tenant_db.initech)
     with tenant_db.initech:
-        tenant_reconcile()
-        assert Job.objects.get(id=job.id).status == JobStatus.SCHEDULED  # not due yet
-        Job.objects.filter(id=job.id).update(run_at=timezone.now() + timedelta(minutes=5))
-        report = tenant_reconcile()
-        released = Job.objects.get(id=job.id)
-    assert report.released >= 1
-    assert released.status == JobStatus.QUEUED
-    assert released.published_at is not None
-
-
-def test_a_committed_but_unpublished_job_is_published(tenant_db):
-    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
-    with tenant_db.initech:
-        # As if the broker had been down at submit time, a while ago.
-        Job.objects.filter(id=job.id).update(
-            published_at=None, created_at=timezone.now() - timedelta(minutes=1)
-        )
-        report = tenant_reconcile()
-        assert report.republished >= 1
-        assert Job.objects.get(id=job.id).published_at is not None
-
-
-def test_a_fresh_unpublished_job_is_left_to_its_own_publisher(tenant_db):
-    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
-    with tenant_db.initech:
-        Job.objects.filter(id=job.id).update(published_at=None)
-        tenant_reconcile()
-        assert Job.objects.get(id=job.id).published_at is None
+        tenant_reconcile(WorkerView())
+    due = state_redis().zscore(_fair("default", "later"), tenant_db.initech.pk)
+    assert due == pytest.approx(job.run_at.timestamp(), abs=1)
+    assert state_redis().zscore(_fair("default", "ready"), tenant_db.initech.pk) is None
 
 
 def _incarnation() -> str:
@@ -69,7 +69,7 @@ _made: list[Job] = []
 
 
 def _running(tenant, incarnation: str, *, started_ago: timedelta) -> Job:
-    job = submit(tenant, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+    job = submit(tenant, "demo.add", {"x": 1, "y": 1})
     with tenant:
         job_claim(job_id=str(job.id), task_id=str(job.task_id), worker=incarnation)
         Job.objects.filter(id=job.id).update(started_at=timezone.now() - started_ago)
@@ -112,7 +112,9 @@ def test_a_job_its_live_worker_no_longer_holds_is_requeued_under_a_new_task_id(t
     assert report.rescued == 1
     assert (rescued.status, rescued.worker) == (JobStatus.QUEUED, "")
     assert rescued.task_id != job.task_id
-    assert rescued.published_at is not None
+    # Back to waiting: the dispatcher sends it again, within the tenant's limits.
+    assert rescued.published_at is None
+    assert state_redis().zscore(_fair("default", "ready"), tenant_db.initech.pk) is not None
     with tenant_db.initech:
         [lost] = job_attempts(job_id=job.id)
     assert (lost.outcome, lost.task_id) == ("lost", job.task_id)
@@ -182,9 +184,9 @@ def _published_to_own_queue(tenant, queue: str) -> Job:
     """A job published for real, to a queue no worker here consumes."""
     from jobs.services.publishing import jobs_publish_now_rollback_unsafe
 
-    job = submit(tenant, "demo.add", {"x": 1, "y": 1}, delay_seconds=600)
+    job = submit(tenant, "demo.add", {"x": 1, "y": 1})
     with tenant:
-        Job.objects.filter(id=job.id).update(queue=queue, run_at=None, status=JobStatus.QUEUED)
+        Job.objects.filter(id=job.id).update(queue=queue)
         job = Job.objects.get(id=job.id)
         jobs_publish_now_rollback_unsafe([job])
         _made.append(job)

@@ -1,4 +1,5 @@
-"""Which tenants have unfinished work: the reconciler visits those and no others.
+"""Which tenants have unfinished work (the reconciler visits those and no others), and telling
+the dispatcher and the reconciler about newly waiting jobs.
 
 A set in the state Redis. Submission adds the tenant after its jobs commit; the reconciler
 removes a tenant once a pass finds nothing of it unfinished, then looks once more, so a job
@@ -14,10 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
+from django.db import transaction
 from saas_platform.lib.state_redis import state_key, state_redis
+
+from billing.metering import usage_count
+from jobs.fairness import tenant_mark_ready
+from jobs.models import Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +38,15 @@ def _sentinel_key() -> str:
     return state_key("active-tenants", "swept-at")
 
 
-def tenant_mark_active(tenant_id: int) -> None:
+def tenant_mark_active(tenant_id: int, *, pipe: redis.client.Pipeline | None = None) -> None:
+    """With `pipe`, joins the caller's pipeline; else sent now, a Redis failure logged (the job is
+    accepted all the same; the next full sweep finds the tenant)."""
+    if pipe is not None:
+        pipe.sadd(_set_key(), tenant_id)
+        return
     try:
         state_redis().sadd(_set_key(), tenant_id)
     except redis.RedisError as exc:
-        # The job is accepted all the same; the next full sweep finds the tenant.
         logger.warning("tenant %s not marked active: %s", tenant_id, exc)
 
 
@@ -69,3 +79,37 @@ def tenant_keep_or_drop(tenant_id: int, *, has_unfinished: Callable[[], bool]) -
         client.sadd(_set_key(), tenant_id)
         return True
     return False
+
+
+def _wakeups(jobs: Sequence[Job]) -> dict[str, float]:
+    """Per queue, when the earliest of these jobs may go (epoch seconds; 0: now)."""
+    due: dict[str, float] = {}
+    for job in jobs:
+        when = job.run_at.timestamp() if job.status == JobStatus.SCHEDULED and job.run_at else 0.0
+        due[job.queue] = min(due.get(job.queue, when), when)
+    return due
+
+
+def jobs_announce_on_commit(tenant_id: int, jobs: Sequence[Job], *, bill: bool) -> None:
+    """After the commit only (a rolled-back write wakes nobody and is not billed): tell the
+    dispatcher and the reconciler that the tenant has these jobs waiting.
+
+    One pipelined round trip: bill the jobs (`bill`: new submissions), mark the tenant as having
+    unfinished work (for the reconciler) and ready for the dispatcher. If Redis is unreachable
+    the jobs wait in the table all the same, and the reconciler announces them once it can.
+    """
+
+    def announce() -> None:
+        pipe = state_redis().pipeline(transaction=False)
+        if bill:
+            usage_count(tenant_id=tenant_id, jobs=len(jobs), pipe=pipe)
+        tenant_mark_active(tenant_id, pipe=pipe)
+        # Read at commit, not now: the queue is the job's as committed.
+        for queue, due in _wakeups(jobs).items():
+            tenant_mark_ready(tenant_id, queue, due=due, pipe=pipe)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("waiting jobs of tenant %s not announced: %s", tenant_id, exc)
+
+    transaction.on_commit(announce)

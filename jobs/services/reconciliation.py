@@ -26,11 +26,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 from saas_platform.lib.broker import broker_step, oldest_waiting
 from saas_platform.lib.db import connection
+from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.worker_liveness import (
     WorkerReport,
     deaths_confirm,
@@ -38,15 +38,14 @@ from saas_platform.lib.worker_liveness import (
     worker_reports,
 )
 
+from jobs.fairness import tenant_mark_ready
 from jobs.models import Job, JobStatus
+from jobs.services.dispatch import inflight_key
 from jobs.services.publishing import jobs_publish_now_rollback_unsafe
-from jobs.services.submission import BROKER_DELAY_LIMIT
 from jobs.services.transitions import job_requeue_rescued
 
 logger = logging.getLogger(__name__)
 
-# Give the submitting process's own on_commit publish time to happen before stepping in.
-UNPUBLISHED_GRACE = timedelta(seconds=5)
 # A message published this long ago and found nowhere is lost (the claim makes a false alarm a
 # harmless duplicate; this keeps those rare).
 LOST_GRACE = timedelta(seconds=30)
@@ -103,45 +102,54 @@ class WorkerView:
 
 @dataclass(frozen=True)
 class ReconcileReport:
-    republished: int = 0
-    released: int = 0
+    announced: int = 0
     rescued: int = 0
     lost: int = 0
+    freed: int = 0
 
 
-def jobs_release_due() -> int:
-    """Move scheduled jobs due within the broker-delay window to queued and publish them."""
-    horizon = timezone.now() + BROKER_DELAY_LIMIT
-    with transaction.atomic():
-        due = list(
-            Job.objects.select_for_update(skip_locked=True)
-            .filter(status=JobStatus.SCHEDULED, run_at__lte=horizon)
-            .order_by("run_at")[:BATCH]
-        )
-        if not due:
-            return 0
-        Job.objects.filter(id__in=[job.id for job in due]).update(status=JobStatus.QUEUED)
-    for job in due:
-        job.status = JobStatus.QUEUED
-    # Committed above: a crash before this line leaves them queued and unpublished, which the
-    # next pass republishes.
-    return jobs_publish_now_rollback_unsafe(due)
+_WAITING_SQL = """
+SELECT queue, bool_or(status = 'queued'), min(run_at) FILTER (WHERE status = 'scheduled')
+  FROM jobs_job
+ WHERE (status = 'queued' AND published_at IS NULL) OR status = 'scheduled'
+ GROUP BY queue
+"""
 
 
-def jobs_republish_unpublished() -> int:
-    cutoff = timezone.now() - UNPUBLISHED_GRACE
-    stranded = list(
-        Job.objects.filter(
-            status=JobStatus.QUEUED, published_at__isnull=True, created_at__lt=cutoff
-        ).order_by("created_at")[:BATCH]
-    )
-    if not stranded:
+def jobs_announce_waiting(tenant_id: int) -> int:
+    """Tell the dispatcher again about every queue where the tenant has jobs waiting.
+
+    Submissions announce themselves; this covers an announcement lost with Redis (down at submit
+    time, flushed, failed over). Announcing a tenant the dispatcher already knows is a no-op.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_WAITING_SQL)
+        rows = cursor.fetchall()
+    for queue, waiting_now, next_run_at in rows:
+        due = 0.0 if waiting_now else (next_run_at.timestamp() if next_run_at else 0.0)
+        tenant_mark_ready(tenant_id, queue, due=due)
+    return len(rows)
+
+
+def jobs_free_stale_slots(tenant_id: int) -> int:
+    """Forget in-flight entries of jobs that are no longer in flight (their end went unrecorded
+    in Redis: a worker killed whole, a Redis blip), so the concurrency cap frees their slots."""
+    key = inflight_key(tenant_id)
+    members: set[bytes] = state_redis().smembers(key)  # type: ignore[assignment]
+    if not members:
         return 0
-    published = jobs_publish_now_rollback_unsafe(stranded)
-    logger.info(
-        "republished %d of %d stranded jobs in %s", published, len(stranded), connection.schema_name
-    )
-    return published
+    task_ids = [member.decode() for member in members]
+    in_flight = Q(status=JobStatus.RUNNING) | Q(status=JobStatus.QUEUED, published_at__isnull=False)
+    alive = {
+        str(task_id)
+        for task_id in Job.objects.filter(in_flight, task_id__in=task_ids).values_list(
+            "task_id", flat=True
+        )
+    }
+    stale = [task_id for task_id in task_ids if task_id not in alive]
+    if stale:
+        state_redis().srem(key, *stale)
+    return len(stale)
 
 
 def jobs_rescue_from_dead_workers(view: WorkerView) -> int:
@@ -172,11 +180,15 @@ def jobs_rescue_from_dead_workers(view: WorkerView) -> int:
             job_id=str(job_id), task_id=str(uuid.uuid4()), worker=worker, reason=reason
         ):
             rescued.append(Job.objects.get(id=job_id))
+            # Its old task id no longer holds a concurrency slot.
+            state_redis().srem(inflight_key(connection.tenant.pk), str(task_id))
     if rescued:
         logger.warning(
             "requeued %d jobs of dead workers in %s", len(rescued), connection.schema_name
         )
-        jobs_publish_now_rollback_unsafe(rescued)
+        # Back to waiting: the dispatcher sends them again, within the tenant's limits.
+        for queue in {job.queue for job in rescued}:
+            tenant_mark_ready(connection.tenant.pk, queue)
     return len(rescued)
 
 
@@ -227,9 +239,11 @@ def tenant_has_unfinished_work() -> bool:
 def tenant_reconcile(view: WorkerView | None = None) -> ReconcileReport:
     """One pass for the active tenant."""
     view = view if view is not None else WorkerView.look()
+    tenant_id = connection.tenant.pk
+    rescued = jobs_rescue_from_dead_workers(view)
     return ReconcileReport(
-        republished=jobs_republish_unpublished(),
-        released=jobs_release_due(),
-        rescued=jobs_rescue_from_dead_workers(view),
+        rescued=rescued,
         lost=jobs_republish_lost(view),
+        freed=jobs_free_stale_slots(tenant_id),
+        announced=jobs_announce_waiting(tenant_id),
     )

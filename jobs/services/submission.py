@@ -1,8 +1,10 @@
-"""Job submission: validate, write the row, publish after commit.
+"""Job submission: validate, write the row, announce it after commit.
 
-A job is accepted only when its row is committed; the broker message is published from an
-`on_commit` callback. If publishing fails (Redis down), the row stays `queued` with no
-`published_at` and the reconciler publishes it later: accepted work is never lost.
+A job is accepted when its row is committed. It then waits in the tenant's table (`queued`, or
+`scheduled` until its run_at) for the dispatcher (jobs.dispatcher), which sends it to the broker
+in fair order and within the tenant's limits; an `on_commit` callback tells the dispatcher the
+tenant has work. If Redis is down then, nothing is lost: the row is there, and the reconciler
+announces it again.
 """
 
 from __future__ import annotations
@@ -19,17 +21,12 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from saas_platform.lib.tenant_context import active_tenant
 
-from billing.metering import usage_count
 from jobs.catalogue import job_type_get
 from jobs.models import Job, JobBatch, JobStatus
-from jobs.services.activity import tenant_mark_active
-from jobs.services.publishing import jobs_publish_on_commit
+from jobs.services.activity import jobs_announce_on_commit
 
 logger = logging.getLogger(__name__)
 
-# Delays up to this long ride the broker as an ETA; longer ones wait in the Job table as
-# `scheduled` and are released when due (an ETA must stay well under the visibility timeout).
-BROKER_DELAY_LIMIT = timedelta(minutes=15)
 MAX_DELAY = timedelta(days=365)
 DEFAULT_PRIORITY = 5
 
@@ -56,16 +53,6 @@ class JobRequest:
     priority: int | None = None
     # Operators and tests may lower the job type's time limit for one job; tenants cannot.
     time_limit_seconds: int | None = None
-
-
-def _on_accepted(tenant_id: int, jobs: int) -> None:
-    """After the commit only: a rolled-back submission is not billed and wakes no reconciler."""
-
-    def accepted() -> None:
-        usage_count(tenant_id=tenant_id, jobs=jobs)
-        tenant_mark_active(tenant_id)
-
-    transaction.on_commit(accepted)
 
 
 def _require_tenant() -> Any:
@@ -101,11 +88,12 @@ def _build(request: JobRequest, *, submitted_by: str, now: datetime) -> Job:
     priority = DEFAULT_PRIORITY if request.priority is None else request.priority
     if not 0 <= priority <= 9:
         raise JobSubmitError("invalid_priority", "priority must be between 0 and 9.")
-    delayed_long = run_at is not None and run_at - now > BROKER_DELAY_LIMIT
     job = Job(
         type=job_type.name,
         args=args,
-        status=JobStatus.SCHEDULED if delayed_long else JobStatus.QUEUED,
+        # A delayed job waits in the table until its run_at (the dispatcher sends it then): no
+        # broker ETAs, which a worker would hold in memory meanwhile.
+        status=JobStatus.SCHEDULED if run_at is not None else JobStatus.QUEUED,
         priority=priority,
         queue=job_type.queue,
         max_attempts=job_type.max_attempts,
@@ -157,11 +145,10 @@ def job_submit(
     try:
         # Inside a caller's transaction, a savepoint keeps an idempotency race from breaking it.
         # Otherwise the single INSERT commits on its own (two round trips fewer than
-        # BEGIN/COMMIT) and the on_commit publish runs right after it.
+        # BEGIN/COMMIT) and the on_commit announcement runs right after it.
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             job.save(force_insert=True)
-            jobs_publish_on_commit([job])
-            _on_accepted(tenant.pk, 1)
+            jobs_announce_on_commit(tenant.pk, [job], bill=True)
     except IntegrityError:
         if idempotency_key is None:
             raise  # not an idempotency race: nothing to look up (a NULL key matches any job)
@@ -219,8 +206,7 @@ def job_submit_many(
                     job_ids=[job.id for job in jobs],
                 )
             Job.objects.bulk_create(jobs)
-            jobs_publish_on_commit(jobs)
-            _on_accepted(tenant.pk, len(jobs))
+            jobs_announce_on_commit(tenant.pk, jobs, bill=True)
     except IntegrityError:
         existing = JobBatch.objects.filter(idempotency_key=idempotency_key).first()
         if idempotency_key is None or existing is None:

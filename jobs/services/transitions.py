@@ -30,7 +30,7 @@ from saas_platform.lib.worker_liveness import current_incarnation
 
 from jobs.catalogue import UnknownJobType, job_type_get
 from jobs.models import AttemptCause, AttemptOutcome, Job, JobStatus
-from jobs.services.publishing import jobs_publish_on_commit
+from jobs.services.activity import jobs_announce_on_commit
 from jobs.services.submission import JobSubmitError
 
 logger = logging.getLogger(__name__)
@@ -178,9 +178,12 @@ def job_fail(*, job_id: str, task_id: str, error: str, traceback: str = "") -> b
 
 
 # queued_at is when the retry becomes due: the message comes back after the countdown.
+# A retry waits in the table like any delayed job (scheduled until run_at, then sent by the
+# dispatcher within the tenant's limits), not as a broker ETA held in a worker's memory.
 _REQUEUE_FOR_RETRY_SQL = _ending_attempt("""
     UPDATE jobs_job
-       SET status = 'queued', error = %(error)s, attempt_cause = 'retry',
+       SET status = 'scheduled', error = %(error)s, attempt_cause = 'retry', published_at = NULL,
+           run_at = now() + make_interval(secs => %(countdown)s),
            queued_at = now() + make_interval(secs => %(countdown)s)
      WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
     RETURNING id""")
@@ -189,8 +192,8 @@ _REQUEUE_FOR_RETRY_SQL = _ending_attempt("""
 def job_requeue_for_retry(
     *, job_id: str, task_id: str, error: str, traceback: str = "", countdown: float
 ) -> bool:
-    """Back to queued after a failed attempt that will be retried (same task id) in `countdown`
-    seconds."""
+    """Scheduled again after a failed attempt that will be retried (same task id) in `countdown`
+    seconds; the caller announces it (jobs.fairness)."""
     return _execute_ending(
         _REQUEUE_FOR_RETRY_SQL,
         {
@@ -376,7 +379,7 @@ def job_retry(*, job: Job) -> Job:
                 f"Only failed or cancelled jobs can be retried; it is {job.status}.",
             )
         job.refresh_from_db()
-        jobs_publish_on_commit([job])
+        jobs_announce_on_commit(connection.tenant.pk, [job], bill=False)
     return job
 
 

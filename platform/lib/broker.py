@@ -14,13 +14,16 @@ go through kombu's own channel methods wherever one exists.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from typing import Any
 
+import redis
 from celery import current_app
 from celery.signals import before_task_publish
+from django.conf import settings
 from saas_platform.lib.worker_liveness import unacked_transport_options
 
 logger = logging.getLogger(__name__)
@@ -44,23 +47,48 @@ def _published_at(raw: bytes | None) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+# kombu's Redis transport files a queue's messages in one list per priority step: the queue's own
+# name for step 0, `<queue>\x06\x16<step>` for the others (Channel.sep, Channel._q_for_pri).
+_PRIORITY_SEP = "\x06\x16"
+
+
+@functools.cache
+def _broker_client() -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=5
+    )
+
+
+def _priority_steps() -> list[int]:
+    options: dict[str, Any] = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    return sorted({int(step) for step in options.get("priority_steps") or [0]})
+
+
+def _list_key(queue: str, step: int) -> str:
+    prefix = settings.CELERY_BROKER_TRANSPORT_OPTIONS.get("global_keyprefix") or ""
+    return f"{prefix}{queue}{_PRIORITY_SEP}{step}" if step else f"{prefix}{queue}"
+
+
 def oldest_waiting(queue: str) -> dict[int, float | None]:
     """Per broker priority step of `queue`: when the message next in line was published, or
     None when that list is empty (or its next message carries no time).
 
     The values are the publishers' clocks, like Job.published_at; compare them with that.
     """
-    with current_app.connection_for_read() as connection:
-        channel: Any = connection.default_channel
-        steps = sorted(set(channel.priority_steps))
-        # kombu's prefixed client adds the key prefix only to the commands kombu itself sends;
-        # LINDEX is not one of them.
-        prefix = channel.global_keyprefix or ""
-        pipe = channel.client.pipeline(transaction=False)
-        for step in steps:
-            pipe.lindex(prefix + channel._q_for_pri(queue, step), -1)
-        heads = pipe.execute()
+    steps = _priority_steps()
+    pipe = _broker_client().pipeline(transaction=False)
+    for step in steps:
+        pipe.lindex(_list_key(queue, step), -1)
+    heads = pipe.execute()
     return {step: _published_at(raw) for step, raw in zip(steps, heads, strict=True)}
+
+
+def queue_depth(queue: str) -> int:
+    """Messages waiting in `queue` (every priority), not counting those workers hold."""
+    pipe = _broker_client().pipeline(transaction=False)
+    for step in _priority_steps():
+        pipe.llen(_list_key(queue, step))
+    return sum(int(length) for length in pipe.execute())
 
 
 def broker_step(steps: list[int], priority: int) -> int:

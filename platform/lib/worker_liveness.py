@@ -54,6 +54,7 @@ class WorkerReport:
     queues: tuple[str, ...]
     held: frozenset[str]  # Celery task ids: reserved, scheduled (ETA) or running
     at: float  # epoch seconds when the report was taken
+    concurrency: int = 0  # pool slots: how many jobs it runs at once
 
 
 def heartbeat_ttl() -> int:
@@ -105,6 +106,7 @@ def report_publish(report: WorkerReport) -> None:
         "queues": list(report.queues),
         "held": sorted(report.held),
         "at": report.at,
+        "concurrency": report.concurrency,
     }
     pipe = state_redis().pipeline(transaction=False)
     pipe.set(_report_key(report.incarnation), json.dumps(document), ex=heartbeat_ttl())
@@ -131,6 +133,7 @@ def worker_reports(incarnations: set[str]) -> dict[str, WorkerReport]:
             queues=tuple(document["queues"]),
             held=frozenset(document["held"]),
             at=document["at"],
+            concurrency=int(document.get("concurrency", 0)),
         )
     return reports
 
@@ -182,7 +185,9 @@ def _held_task_ids() -> frozenset[str]:
     return frozenset(state.requests.copy())
 
 
-def _report_now(incarnation: str, node: str, queues: tuple[str, ...]) -> WorkerReport:
+def _report_now(
+    incarnation: str, node: str, queues: tuple[str, ...], concurrency: int
+) -> WorkerReport:
     return WorkerReport(
         incarnation=incarnation,
         node=node,
@@ -190,14 +195,15 @@ def _report_now(incarnation: str, node: str, queues: tuple[str, ...]) -> WorkerR
         queues=queues,
         held=_held_task_ids(),
         at=time.time(),
+        concurrency=concurrency,
     )
 
 
-def _beat(incarnation: str, node: str, consumer_queues: Any) -> None:
+def _beat(incarnation: str, node: str, consumer_queues: Any, concurrency: int) -> None:
     while not _stop.is_set():
         try:
             queues = tuple(sorted(consumer_queues())) if consumer_queues else ()
-            report_publish(_report_now(incarnation, node, queues))
+            report_publish(_report_now(incarnation, node, queues, concurrency))
         except redis.RedisError as exc:
             logger.warning("worker heartbeat failed: %s", exc)
         except Exception:
@@ -237,10 +243,12 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
         queues = getattr(task_consumer, "queues", None) or []
         return [queue.name for queue in queues]
 
+    controller = getattr(sender, "controller", None)
+    concurrency = int(getattr(controller, "concurrency", 0) or 0)
     _stop.clear()
     threading.Thread(
         target=_beat,
-        args=(current_incarnation(), node, consumer_queues),
+        args=(current_incarnation(), node, consumer_queues, concurrency),
         name="worker-heartbeat",
         daemon=True,
     ).start()
