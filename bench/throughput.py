@@ -400,14 +400,21 @@ def baseline_database_create(env: BenchEnv, key: str) -> str:
 
 
 def product_tenant() -> Any:
+    """The product's load tenant: enterprise, with limits an operator set high, so that the
+    dispatcher's rate limits and concurrency cap are on the path but never what binds."""
+    from billing.models import RateOverride, Subscription
+    from billing.services import tenant_create_on_plan
     from tenants.models import Tenant
-    from tenants.services import tenant_create
 
     tenant = Tenant.objects.filter(schema_name=PRODUCT_TENANT_SLUG).first()
     if tenant is None:
         started = time.perf_counter()
-        tenant = tenant_create(slug=PRODUCT_TENANT_SLUG, name="Bench load").tenant
+        tenant = tenant_create_on_plan(
+            slug=PRODUCT_TENANT_SLUG, name="Bench load", plan_slug="enterprise"
+        ).tenant
         print(f"tenant {PRODUCT_TENANT_SLUG} created in {time.perf_counter() - started:.1f}s")
+        Subscription.objects.filter(tenant=tenant).update(concurrency_override=100_000)
+        RateOverride.objects.create(tenant=tenant, job_type="", rate="100000/s", burst=100_000)
     return tenant
 
 
