@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from celery.signals import before_task_publish, task_postrun, task_prerun
-from django.db import close_old_connections
+from django.db import connections
 from django_tenants.utils import get_public_schema_name, get_tenant_model
 from saas_platform.lib.db import connection
 
@@ -133,14 +133,29 @@ def _stamp_tenant_header(headers: dict[str, Any] | None = None, **_: Any) -> Non
     headers[TENANT_SCHEMA_HEADER] = tenant.schema_name
 
 
+def close_broken_or_expired_connections() -> None:
+    """Close this thread's connections that errored or outlived CONN_MAX_AGE; keep the rest.
+
+    Django's close_old_connections also arms a health check (`SELECT 1`) before the next query,
+    a round trip per task on the hot path. A connection that broke in between is instead found
+    by the task's first query (the claim), which sends the message again later without using an
+    attempt (jobs.runner), and is closed here after that task.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        expired = conn.close_at is not None and time.monotonic() >= conn.close_at
+        if conn.errors_occurred or expired:
+            conn.close()
+
+
 @task_prerun.connect
 def _activate_task_tenant(task: Any = None, **_: Any) -> None:
-    # An errored or too-old connection is replaced here; a healthy one is kept across tasks.
-    close_old_connections()
     tenant_activate(headers_tenant_id(task.request) if task is not None else None)
 
 
 @task_postrun.connect
 def _return_to_public(**_: Any) -> None:
+    # The tenant leaves with the task, and a connection that errored during it goes too.
+    close_broken_or_expired_connections()
     connection.set_schema_to_public()
-    close_old_connections()
