@@ -43,8 +43,10 @@ def _error_text(exc: BaseException) -> str:
 
 def _hard_time_limit(task: Task, default: float) -> float:  # type: ignore[type-arg]
     # A job's own lower limit travels in the message (jobs.services.publishing: time_limit).
+    # Celery's request.timelimit is (hard, soft): the soft one, read here before, is never set,
+    # so a job's own limit was ignored on threads and solo pools.
     limits = task.request.timelimit or (None, None)
-    return float(limits[1] or task.time_limit or default)
+    return float(limits[0] or task.time_limit or default)
 
 
 def _traceback_text(exc: BaseException) -> str:
