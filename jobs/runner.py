@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -29,6 +31,8 @@ from jobs.services.transitions import (
     job_requeue_for_retry,
 )
 from jobs.time_limits import JobTimeLimitExceeded, time_limit_enforced
+
+logger = logging.getLogger(__name__)
 
 DATABASE_RETRY_SECONDS = 5
 
@@ -53,6 +57,21 @@ def _traceback_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
+def _progress_reporter(job_id: str, task_id: str) -> Callable[[dict[str, Any]], None]:
+    def report(progress: dict[str, Any]) -> None:
+        try:
+            job_report_progress(job_id=job_id, task_id=task_id, progress=progress)
+        except (OperationalError, InterfaceError) as exc:
+            # Progress is a hint: a database outage must not fail the job (it did: the error
+            # ended the attempt, and with the database down the job was failed for good). The
+            # broken connection is dropped, so the next statement connects again, with the
+            # tenant's search_path set anew (django-tenants), once the database is back.
+            logger.warning("progress of job %s not recorded: %s", job_id, exc)
+            connection.close()
+
+    return report
+
+
 def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     task_id = str(task.request.id)
     # kombu marks a message it puts back after a lost worker as redelivered.
@@ -75,9 +94,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         job_id=job_id,
         attempt=claimed.attempts,
         schema_name=connection.schema_name,
-        report_progress=lambda progress: job_report_progress(
-            job_id=job_id, task_id=task_id, progress=progress
-        ),
+        report_progress=_progress_reporter(job_id, task_id),
     )
     began = time.monotonic()
     try:

@@ -1,0 +1,90 @@
+"""PostgreSQL going away under a worker: accepted jobs still end, and run once.
+
+CONTRACT.md "Guarantees": a job answered with 2xx reaches a final state even if PostgreSQL dies
+on the way. Our own PostgreSQL (tests.stacks.DatabaseStack: migrated, a tenant and a key made
+with the operator's commands), stopped and started again on the same data directory and port,
+with a gunicorn web server and a worker on it.
+- While a job runs: its end is written when the database is back (the results backend retries
+  the write across the outage: CELERY_RESULT_BACKEND_ALWAYS_RETRY).
+- When a worker receives a job: the claim cannot be made, so the message is sent again later
+  (jobs.runner) instead of being acked with the job left queued for good.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+
+import pytest
+
+from tests.stacks import DatabaseStack
+from tests.workers import WorkerProcess, wait_for
+
+pytestmark = [pytest.mark.worker, pytest.mark.slow]
+
+OUTAGE_SECONDS = 10
+FINAL = ("succeeded", "failed", "cancelled")
+# What a worker logs, with a traceback, while its database is away: each reconcile pass fails
+# (connection refused, or the server shutting down under an open connection), and Celery logs
+# each failed attempt to write a result before it retries.
+OUTAGE_ERRORS = (
+    r"ERROR jobs\.maintenance reconcile pass failed \(will try again\)"
+    r"(?s:.*)django\.db\.utils\.(OperationalError|InterfaceError): ",
+    r"WARNING celery\.backends\.base Failed operation _store_result\. Retrying \d+ more times\.",
+)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseStack]:
+    built = DatabaseStack(
+        pg_dir=tmp_path_factory.mktemp("workerdb") / "postgres",
+        db_name="saas_workerdb",
+        slug="hooli",
+    )
+    try:
+        built.provision()
+        built.start_web()
+        yield built
+    finally:
+        built.close()
+    assert built.web is not None
+    built.web.assert_no_unexpected_errors()
+
+
+def _worker(
+    stack: DatabaseStack, name: str, *, expected_errors: Iterable[str] = (), **env: str
+) -> WorkerProcess:
+    fast = {"WORKER_HEARTBEAT_SECONDS": "1", "JOBS_RECONCILE_SECONDS": "1"}
+    return WorkerProcess(
+        pool="prefork",
+        concurrency=1,
+        env={**stack.env_overrides, **fast, **env},
+        name=name,
+        expected_errors=expected_errors,
+    )
+
+
+def _final(stack: DatabaseStack, job_id: str) -> dict | None:
+    document: dict = stack.call("GET", f"/jobs/{job_id}")
+    return document if document["status"] in FINAL else None
+
+
+def test_a_running_jobs_end_is_recorded_across_a_database_outage(stack: DatabaseStack) -> None:
+    with _worker(stack, "pg-outage") as worker:
+        job = stack.call("POST", "/jobs", {"type": "demo.sleep", "args": {"seconds": 6}})
+        wait_for(
+            lambda: stack.call("GET", f"/jobs/{job['id']}")["status"] == "running",
+            timeout=30,
+            what="the job to start",
+        )
+        worker.allow(*OUTAGE_ERRORS)
+        stack.pg.stop()
+        stopped = time.monotonic()
+        time.sleep(OUTAGE_SECONDS)
+        stack.start_postgres()
+        done = wait_for(
+            lambda: _final(stack, job["id"]), timeout=120, what="the job to end\n" + worker.output()
+        )
+        print(f"ended {time.monotonic() - stopped:.1f}s after PostgreSQL stopped")
+        assert (done["status"], done["attempts"]) == ("succeeded", 1), done
+        assert [a["outcome"] for a in done["attempts_log"]] == ["succeeded"]
