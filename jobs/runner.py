@@ -20,6 +20,7 @@ from celery import Task
 from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
 from saas_platform.lib.db import connection
+from saas_platform.lib.tenant_context import headers_tenant_id, tenant_activate
 from saas_platform.lib.worker_liveness import pool_kills_on_time_limit
 
 from billing.metering import usage_count
@@ -76,7 +77,13 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     task_id = str(task.request.id)
     # kombu marks a message it puts back after a lost worker as redelivered.
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    tenant_id = headers_tenant_id(task.request)
     try:
+        if tenant_id is not None:
+            # task_prerun activates it, but cannot while the database is down (Celery logs that
+            # and runs the task in public): here that failure is a retry like the claim's,
+            # rather than a claim in public that fails for good. A no-op once active.
+            tenant_activate(tenant_id)
         claimed = job_claim(job_id=job_id, task_id=task_id, redelivered=redelivered)
     except (OperationalError, InterfaceError) as exc:
         # The database is unreachable: the job was not claimed and no attempt was used. Send the

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import pytest
 
+from tests.http_server import LocalServer
 from tests.stacks import DatabaseStack
 from tests.workers import WorkerProcess, wait_for
 
@@ -31,6 +32,12 @@ OUTAGE_ERRORS = (
     r"ERROR jobs\.maintenance reconcile pass failed \(will try again\)"
     r"(?s:.*)django\.db\.utils\.(OperationalError|InterfaceError): ",
     r"WARNING celery\.backends\.base Failed operation _store_result\. Retrying \d+ more times\.",
+)
+# A task received meanwhile: task_prerun cannot load its tenant (Celery logs the handler's error
+# and runs the task, whose runner then retries the message).
+PRERUN_WITHOUT_DATABASE = (
+    r"Signal handler <function _activate_task_tenant .*> raised: "
+    r"OperationalError\('connection failed: .*Connection refused"
 )
 
 
@@ -88,3 +95,39 @@ def test_a_running_jobs_end_is_recorded_across_a_database_outage(stack: Database
         print(f"ended {time.monotonic() - stopped:.1f}s after PostgreSQL stopped")
         assert (done["status"], done["attempts"]) == ("succeeded", 1), done
         assert [a["outcome"] for a in done["attempts_log"]] == ["succeeded"]
+
+
+def test_a_job_received_while_the_database_is_down_runs_once_when_it_is_back(
+    stack: DatabaseStack,
+) -> None:
+    with LocalServer() as server:
+        # Published while no worker runs, so that the first worker to receive it finds the
+        # database gone (with PostgreSQL down the API would accept nothing: 503).
+        job = stack.call(
+            "POST",
+            "/jobs",
+            {"type": "http.request", "args": {"method": "GET", "url": server.url("/echo")}},
+        )
+        stack.pg.stop()
+        stopped = time.monotonic()
+        down = True
+        try:
+            with _worker(
+                stack,
+                "pg-claim",
+                expected_errors=[*OUTAGE_ERRORS, PRERUN_WITHOUT_DATABASE],
+                OUTBOUND_HTTP_ALLOW_PRIVATE="true",
+            ):
+                time.sleep(OUTAGE_SECONDS)
+                assert server.requests == [], "the job ran with its database away"
+                stack.start_postgres()
+                down = False
+                done = wait_for(lambda: _final(stack, job["id"]), timeout=120, what="the end")
+                print(f"ended {time.monotonic() - stopped:.1f}s after PostgreSQL stopped")
+                time.sleep(3)  # a few reconcile passes after the end: nothing runs it again
+                assert (done["status"], done["attempts"]) == ("succeeded", 1), done
+                assert [a["outcome"] for a in done["attempts_log"]] == ["succeeded"]
+                assert len(server.requests) == 1, server.requests
+        finally:
+            if down:
+                stack.start_postgres()  # for whatever comes next
