@@ -71,14 +71,14 @@ def test_a_dead_workers_running_job_is_requeued_and_finishes_elsewhere(tenant_db
 
 def test_the_jobs_a_killed_worker_held_under_load_all_succeed_within_the_contract(tenant_db):
     """The bug report's scenario: 200 short jobs over three tenants, two workers; one dies whole
-    when about 15% are done, a fresh one starts. Its prefetched job must not wait 2 hours."""
+    when about 15% are done, a fresh one starts. What it held (the jobs it ran, any message it
+    had received and not yet started) must not wait for the visibility timeout."""
     tenants = [tenant_db.acme, tenant_db.globex, tenant_db.initech]
     with _worker("steady"), _worker("doomed") as doomed:
-        placed = [
-            (tenant, submit(tenant, "demo.sleep", {"seconds": 0.2}, queue=QUEUE))
-            for n in range(200)
-            for tenant in [tenants[n % 3]]
-        ]
+        placed: list[tuple[Any, Job]] = []
+        for n in range(200):
+            tenant = tenants[n % 3]
+            placed.append((tenant, submit(tenant, "demo.sleep", {"seconds": 0.2}, queue=QUEUE)))
         wait_for(lambda: _finished(placed) >= 30, timeout=60, what="15% of the jobs to finish")
         doomed.kill_everything()
         killed_at = time.time()
@@ -103,7 +103,10 @@ def test_the_jobs_a_killed_worker_held_under_load_all_succeed_within_the_contrac
     assert left_behind == set(), "the dead worker's messages wait for the visibility timeout"
     assert {job.status for job in jobs.values()} == {"succeeded"}
     for job_id in held:
-        assert not doomed.ran(jobs[job_id].worker), jobs[job_id].worker
+        # Killed between recording a job's end and acknowledging its message, it held a job it
+        # had finished: that one stays its own.
+        if before[job_id].status not in FINAL_STATUSES:
+            assert not doomed.ran(jobs[job_id].worker), jobs[job_id].worker
     # Nothing ran twice: one successful attempt per job; only the kill lost attempts.
     for tenant, job in placed:
         with tenant:
