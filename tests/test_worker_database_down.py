@@ -12,8 +12,11 @@ with a gunicorn web server and a worker on it.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -42,18 +45,18 @@ PRERUN_WITHOUT_DATABASE = (
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseStack]:
-    built = DatabaseStack(
-        pg_dir=tmp_path_factory.mktemp("workerdb") / "postgres",
-        db_name="saas_workerdb",
-        slug="hooli",
-    )
+def stack() -> Iterator[DatabaseStack]:
+    # Not under pytest's tmp_path: each pytest session starting on the machine takes o+x back
+    # from /tmp/pytest-of-<user>, which PostgreSQL's own account (as root) must pass to restart.
+    home = Path(tempfile.mkdtemp(prefix="saas-workerdb-"))
+    built = DatabaseStack(pg_dir=home / "postgres", db_name="saas_workerdb", slug="hooli")
     try:
         built.provision()
         built.start_web()
         yield built
     finally:
         built.close()
+        shutil.rmtree(home, ignore_errors=True)
     assert built.web is not None
     built.web.assert_no_unexpected_errors()
 
