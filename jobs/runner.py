@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -22,6 +23,7 @@ from celery.exceptions import Ignore
 from django.db import InterfaceError, OperationalError
 from saas_platform.lib.db import connection
 from saas_platform.lib.state_redis import state_redis
+from saas_platform.lib.tenant_context import headers_tenant_id, tenant_activate
 from saas_platform.lib.worker_liveness import pool_kills_on_time_limit
 
 from billing.metering import usage_count
@@ -36,8 +38,9 @@ from jobs.services.transitions import (
 )
 from jobs.time_limits import JobTimeLimitExceeded, time_limit_enforced
 
-DATABASE_RETRY_SECONDS = 5
 logger = logging.getLogger(__name__)
+
+DATABASE_RETRY_SECONDS = 5
 
 
 class AttemptsExhausted(RuntimeError):
@@ -50,19 +53,42 @@ def _error_text(exc: BaseException) -> str:
 
 def _hard_time_limit(task: Task, default: float) -> float:  # type: ignore[type-arg]
     # A job's own lower limit travels in the message (jobs.services.publishing: time_limit).
+    # Celery's request.timelimit is (hard, soft): the soft one, read here before, is never set,
+    # so a job's own limit was ignored on threads and solo pools.
     limits = task.request.timelimit or (None, None)
-    return float(limits[1] or task.time_limit or default)
+    return float(limits[0] or task.time_limit or default)
 
 
 def _traceback_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
+def _progress_reporter(job_id: str, task_id: str) -> Callable[[dict[str, Any]], None]:
+    def report(progress: dict[str, Any]) -> None:
+        try:
+            job_report_progress(job_id=job_id, task_id=task_id, progress=progress)
+        except (OperationalError, InterfaceError) as exc:
+            # Progress is a hint: a database outage must not fail the job (it did: the error
+            # ended the attempt, and with the database down the job was failed for good). The
+            # broken connection is dropped, so the next statement connects again, with the
+            # tenant's search_path set anew (django-tenants), once the database is back.
+            logger.warning("progress of job %s not recorded: %s", job_id, exc)
+            connection.close()
+
+    return report
+
+
 def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     task_id = str(task.request.id)
     # kombu marks a message it puts back after a lost worker as redelivered.
     redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+    tenant_id = headers_tenant_id(task.request)
     try:
+        if tenant_id is not None:
+            # task_prerun activates it, but cannot while the database is down (Celery logs that
+            # and runs the task in public): here that failure is a retry like the claim's,
+            # rather than a claim in public that fails for good. A no-op once active.
+            tenant_activate(tenant_id)
         claimed = job_claim(job_id=job_id, task_id=task_id, redelivered=redelivered)
     except (OperationalError, InterfaceError) as exc:
         # The database is unreachable: the job was not claimed and no attempt was used. Send the
@@ -80,9 +106,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         job_id=job_id,
         attempt=claimed.attempts,
         schema_name=connection.schema_name,
-        report_progress=lambda progress: job_report_progress(
-            job_id=job_id, task_id=task_id, progress=progress
-        ),
+        report_progress=_progress_reporter(job_id, task_id),
     )
     began = time.monotonic()
     try:

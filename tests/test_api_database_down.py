@@ -2,27 +2,21 @@
 nothing is accepted (CONTRACT.md "HTTP API": 503, a backing service is down).
 
 Our own PostgreSQL (so it can be stopped), migrated and provisioned with the management
-commands an operator uses, and a gunicorn web server on it. Redis stays the run's, under a key
-prefix of its own.
+commands an operator uses, and a gunicorn web server on it (tests.stacks.DatabaseStack). Redis
+stays the run's, under a key prefix of its own.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
-from saas_platform.lib.embedded import EmbeddedService, start_postgres
-from saas_platform.lib.service_urls import database_url_with_name
 
-from tests.servers import Proc, Reply, free_port, http_call, start_web
-from tests.workers import REPO, wait_for
+from tests.servers import Reply, http_call
+from tests.stacks import DatabaseStack
+from tests.workers import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow]
 
@@ -35,71 +29,12 @@ SUBMIT = {"type": "demo.add", "args": {"x": 1, "y": 2}}
 ANSWER_BOUND_SECONDS = 10
 
 
-@dataclass
-class Deployment:
-    """Our own PostgreSQL and a web server on it; `close()` stops both."""
-
-    pg_dir: Path
-    pg_port: int
-    web_port: int
-    key: str = ""
-    pg_runs: list[EmbeddedService] = field(default_factory=list)
-    web: Proc | None = None
-
-    @property
-    def pg(self) -> EmbeddedService:
-        return self.pg_runs[-1]
-
-    def start_postgres(self) -> EmbeddedService:
-        self.pg_runs.append(start_postgres(self.pg_dir, port=self.pg_port))
-        return self.pg
-
-    @property
-    def database_url(self) -> str:
-        return database_url_with_name(self.pg.url, DB_NAME)
-
-    def job_count(self) -> int:
-        with psycopg.connect(self.database_url, connect_timeout=5) as conn:
-            row = conn.execute(f'SELECT count(*) FROM "{SLUG}".jobs_job').fetchone()  # noqa: S608
-        assert row is not None
-        return int(row[0])
-
-    def close(self) -> None:
-        if self.web is not None:
-            self.web.stop()
-        for run in self.pg_runs:
-            run.stop()
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert done.returncode == 0, f"manage.py {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[Deployment]:
-    built = Deployment(pg_dir=tmp_path / "postgres", pg_port=free_port(), web_port=free_port())
+def deployment(tmp_path: Path) -> Iterator[DatabaseStack]:
+    built = DatabaseStack(pg_dir=tmp_path / "postgres", db_name=DB_NAME, slug=SLUG)
     try:
-        built.start_postgres()
-        with psycopg.connect(built.pg.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-        env = dict(os.environ)
-        env.pop("TEST_DATABASE_NAME", None)
-        env["DATABASE_URL"] = built.database_url
-        env["REDIS_KEY_PREFIX"] = os.environ["REDIS_KEY_PREFIX"] + "dbdown:"
-        _manage(env, "migrate", "--verbosity", "0")
-        _manage(env, "tenant_create", SLUG, "--name", "Acme Two")
-        built.key = _manage(env, "apikey_create", SLUG).strip().splitlines()[-1]
-        built.web = start_web(env, built.web_port)
+        built.provision()
+        built.start_web()
         yield built
     finally:
         built.close()
@@ -120,7 +55,7 @@ def _assert_unavailable(reply: Reply) -> None:
 
 
 def test_with_postgres_down_requests_get_503_without_hanging_and_nothing_is_accepted(
-    deployment: Deployment,
+    deployment: DatabaseStack,
 ) -> None:
     port, key = deployment.web_port, deployment.key
     accepted = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -18,8 +19,10 @@ from types import TracebackType
 from typing import Any
 
 import psutil
+import redis
 from django.conf import settings
 from saas_platform.lib.service_urls import database_url_with_name
+from saas_platform.lib.worker_liveness import unacked_transport_options
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -29,6 +32,7 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 # take over the root logger); the lines that follow one, such as a traceback's, belong to it.
 _RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 _ALARMS = (" ERROR ", "CRITICAL", "Traceback")
+_INCARNATION_LINE = re.compile(r"worker incarnation (\S+)")
 
 
 def log_records(lines: Iterable[str]) -> list[str]:
@@ -157,6 +161,15 @@ class WorkerProcess:
         return worker.startswith(self.nodename + "#")
 
     @property
+    def incarnation(self) -> str:
+        """This boot's incarnation id, from the line worker_liveness logs before the pool starts."""
+        for line in list(self.lines):
+            found = _INCARNATION_LINE.search(line)
+            if found:
+                return found.group(1)
+        raise AssertionError(f"worker {self.nodename} logged no incarnation:\n{self.output()}")
+
+    @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
@@ -201,6 +214,21 @@ class WorkerProcess:
                 self.process.wait(10)
         # Read what is still in the pipe: the last records are checked too.
         self._pump_thread.join(5)
+
+
+def unacked_in_broker(incarnation: str) -> set[str]:
+    """The task ids of the messages an incarnation holds unacknowledged in the broker (kombu's
+    Redis hash for it: saas_platform.lib.worker_liveness.unacked_transport_options).
+
+    For a dead incarnation, what is still there is waiting for the visibility timeout (hours).
+    """
+    client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    key = settings.REDIS_KEY_PREFIX + unacked_transport_options(incarnation)["unacked_key"]
+    held: set[str] = set()
+    for raw in client.hvals(key):
+        message = json.loads(raw)[0]  # [message, exchange, routing key], as kombu stores it
+        held.add(message["headers"]["id"])
+    return held
 
 
 def wait_for(condition: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:

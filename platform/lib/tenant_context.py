@@ -2,7 +2,8 @@
 
 1. Publishing: `before_task_publish` writes the active tenant into the message headers
    (`tenant_id`, the primary key, authoritative; `tenant_schema`, for logs). It always overwrites:
-   the header is never taken from the caller. Published from public, the headers are removed.
+   the header is never taken from the caller. Published from public, the headers are removed,
+   except on a task's retry of itself, which keeps its own message's tenant.
 2. Running: `task_prerun` reads the headers from the task's own request and activates that
    tenant on this thread's database connection; `task_postrun` returns to public. Nothing is kept
    on the (shared) task object, so thread pools are safe.
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from celery import current_task
 from celery.signals import before_task_publish, task_postrun, task_prerun
 from django.db import connections
 from django_tenants.utils import get_public_schema_name, get_tenant_model
@@ -120,12 +122,32 @@ def tenant_activated(tenant_id: int | None) -> Iterator[None]:
             connection.set_tenant(previous)
 
 
+def _own_retry_tenant(headers: dict[str, Any]) -> tuple[int, Any] | None:
+    """The running task's own tenant (id, schema) when `headers` are its retry's (same task id).
+
+    A task whose tenant could not be activated (the database was down when it started) retries
+    from public: its retry keeps the tenant its message was stamped with, or it would run in
+    public and its job would be stranded. Taken from the platform's own stamp, never the caller.
+    """
+    request = getattr(current_task, "request", None) if current_task else None
+    if request is None or request.id is None or headers.get("id") != request.id:
+        return None
+    tenant_id = headers_tenant_id(request)
+    if tenant_id is None:
+        return None
+    return tenant_id, getattr(request, TENANT_SCHEMA_HEADER, None)
+
+
 @before_task_publish.connect
 def _stamp_tenant_header(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is None:
         return
     tenant = active_tenant()
     if tenant is None:
+        own = _own_retry_tenant(headers)
+        if own is not None:
+            headers[TENANT_ID_HEADER], headers[TENANT_SCHEMA_HEADER] = own
+            return
         headers.pop(TENANT_ID_HEADER, None)
         headers.pop(TENANT_SCHEMA_HEADER, None)
         return
