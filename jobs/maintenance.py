@@ -99,6 +99,10 @@ def reconcile_pass() -> PassReport | None:
                 with tenant_activated(tenant_id):
                     found = tenant_reconcile(view)
                     tenant_keep_or_drop(tenant_id, has_unfinished=tenant_has_unfinished_work)
+            except (DatabaseError, redis.RedisError) as exc:
+                # An outage, not a bug: a warning per pass, not a traceback (nor a Sentry event).
+                report.errors += 1
+                logger.warning("reconcile skipped tenant %s: %s", tenant_id, exc)
             except Exception:
                 report.errors += 1
                 logger.exception("reconcile failed for tenant %s", tenant_id)

@@ -29,6 +29,7 @@ from saas_platform.lib.worker_liveness import pool_kills_on_time_limit
 from billing.metering import usage_count
 from jobs.catalogue import JobContext, PermanentJobError, job_type_get
 from jobs.fairness import tenant_mark_ready
+from jobs.models import AttemptOutcome
 from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import (
     job_claim,
@@ -117,7 +118,13 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
                 result = job_type.run(context, claimed.args)
     except JobTimeLimitExceeded:
         limit = _hard_time_limit(task, job_type.time_limit_seconds)
-        job_fail(job_id=job_id, task_id=task_id, error=f"time limit of {limit:g} s exceeded")
+        # As a prefork pool's kill is recorded (jobs.results_backend): timed out, not retried.
+        job_fail(
+            job_id=job_id,
+            task_id=task_id,
+            error=f"time limit of {limit:g} s exceeded",
+            outcome=AttemptOutcome.TIMED_OUT,
+        )
         raise
     except PermanentJobError as exc:
         job_fail(

@@ -66,7 +66,7 @@ def test_a_job_over_its_time_limit_on_threads_fails_at_once_and_is_never_requeue
     assert (later.status, later.attempts, later.finished_at) == ("failed", 1, done.finished_at)
     with tenant_db.acme:
         attempts = [(a.outcome, a.error) for a in job_attempts(job_id=job.id)]
-    assert attempts == [("failed", "time limit of 2 s exceeded")]
+    assert attempts == [("timed_out", "time limit of 2 s exceeded")]  # as on prefork
 
 
 def test_a_job_running_past_its_limit_on_a_live_worker_is_not_run_a_second_time(

@@ -167,19 +167,27 @@ _FAIL_SQL = _ending_attempt("""
     RETURNING id""")
 
 
-def job_fail(*, job_id: str, task_id: str, error: str, traceback: str = "") -> bool:
+def job_fail(
+    *,
+    job_id: str,
+    task_id: str,
+    error: str,
+    traceback: str = "",
+    outcome: AttemptOutcome = AttemptOutcome.FAILED,
+) -> bool:
+    """Failed for good; `outcome` says how the attempt ended (timed_out for a time limit)."""
     return _execute_ending(
         _FAIL_SQL,
         {"job_id": job_id, "task_id": task_id, "error": error[:_MAX_ERROR_CHARS]},
-        outcome=AttemptOutcome.FAILED,
+        outcome=outcome,
         error=error,
         traceback=traceback,
     )
 
 
-# queued_at is when the retry becomes due: the message comes back after the countdown.
 # A retry waits in the table like any delayed job (scheduled until run_at, then sent by the
-# dispatcher within the tenant's limits), not as a broker ETA held in a worker's memory.
+# dispatcher within the tenant's limits), not as a broker ETA held in a worker's memory; its
+# queued_at is when it comes due.
 _REQUEUE_FOR_RETRY_SQL = _ending_attempt("""
     UPDATE jobs_job
        SET status = 'scheduled', error = %(error)s, attempt_cause = 'retry', published_at = NULL,
