@@ -26,7 +26,7 @@ from types import TracebackType
 import psycopg
 import redis
 from psycopg import sql
-from saas_platform.lib.service_urls import database_url_with_name
+from saas_platform.lib.service_urls import database_url_with_name, redis_with_db
 
 REPO = Path(__file__).resolve().parent.parent
 CELERY = str(Path(sys.executable).with_name("celery"))
@@ -67,9 +67,10 @@ class BenchEnv:
         self._databases.clear()
 
     def redis_keys_delete(self) -> None:
-        for db in (0, 1):  # broker and Django cache databases
+        for db in (0, 1, 2):  # broker, Django cache and the platform's state databases
             with contextlib.suppress(redis.RedisError):
-                client = redis.Redis.from_url(self.redis_url, db=db)
+                # The URL's own database would win over a db= argument: name it in the URL.
+                client = redis.Redis.from_url(redis_with_db(self.redis_url, db))
                 keys = list(client.scan_iter(match=f"*{self.key_prefix}*", count=1000))
                 for start in range(0, len(keys), 1000):
                     client.delete(*keys[start : start + 1000])

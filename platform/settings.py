@@ -10,6 +10,7 @@ from pathlib import Path
 
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 from saas_platform.lib.env import env_bool, env_hostname, env_int, env_str, env_url
 from saas_platform.lib.service_urls import database_from_url, redis_with_db
 
@@ -188,6 +189,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_RESULT_EXPIRES = None
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# The queues a worker consumes when started without -Q; job types name theirs (the catalogue).
+# A worker started with `-Q heavy` serves only the heavy job types, as in the seed.
+CELERY_TASK_QUEUES = [Queue("default"), Queue("heavy")]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_EVENTS", default=False)
 CELERY_TIMEZONE = "UTC"

@@ -107,10 +107,12 @@ class WorkerProcess:
         self.expected_errors = [re.compile(pattern) for pattern in expected_errors]
         self.args = [
             CELERY, "-A", "saas_platform", "worker", "-l", "INFO",
-            "-P", pool, "-c", str(concurrency), "-Q", queues,
+            "-P", pool, "-c", str(concurrency),
             "-n", self.nodename,
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
+        if queues:  # "": every queue of CELERY_TASK_QUEUES, as a plain `celery worker` does
+            self.args += ["-Q", queues]
         if beat:
             # Embedded beat with a schedule file of its own (DatabaseScheduler keeps it in the db).
             self.args += ["-B", "-s", os.path.join(tempfile.mkdtemp(), "beat-schedule")]
