@@ -11,7 +11,11 @@ worth of the rate (at least 1).
 
 Celery's own per-worker rate limits are off (CELERY_WORKER_DISABLE_RATE_LIMITS): these limits are
 enforced per tenant across the cluster by jobs' dispatcher, which asks here. Answers are cached
-per process for LIMITS_CACHE_SECONDS, so an operator's change takes effect within that.
+per process for LIMITS_CACHE_SECONDS, so an operator's change takes effect within that. There is
+no cross-process invalidation (such as a "limits version" key in Redis read once a second): it
+would cut a bound of 2 s, shorter than an operator takes to look, to about 1 s, for a Redis read
+per process and second and a second way for the bound to fail (a lost or stale version), and the
+time-based bound must stay anyway for when Redis is down.
 """
 
 from __future__ import annotations

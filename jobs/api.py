@@ -25,6 +25,7 @@ from jobs.selectors import (
     job_list,
     job_waiting_reason,
 )
+from jobs.services.admission import SubmitRateExceeded, submission_admit
 from jobs.services.submission import (
     MAX_DELAY,
     IdempotencyConflict,
@@ -286,6 +287,30 @@ def _submit_error(exc: Exception, *, index: int | None = None) -> ApiError:
     raise exc
 
 
+def _admit(request: HttpRequest, *, jobs: int, idempotency_key: str | None, batch: bool) -> None:
+    """Before anything is written: over the tenant's submit rate is a 429 (CONTRACT.md)."""
+    try:
+        submission_admit(
+            tenant_id=request.auth.tenant_id,  # type: ignore[attr-defined]
+            jobs=jobs,
+            idempotency_key=idempotency_key,
+            batch=batch,
+        )
+    except SubmitRateExceeded as exc:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"{exc} Nothing was accepted; retry in {exc.retry_after} s.",
+            {
+                "retry_after": exc.retry_after,
+                "submit_rate": exc.rate.text,
+                "submit_burst": exc.rate.burst,
+                "jobs": exc.wanted,
+            },
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
+
+
 def _idempotency_key(request: HttpRequest) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not _IDEMPOTENCY_KEY.match(key):
@@ -326,11 +351,13 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
 )
 def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
+    idempotency_key = _idempotency_key(request)
+    _admit(request, jobs=1, idempotency_key=idempotency_key, batch=False)
     try:
         job = job_submit(
             request=payload.to_request(),
             submitted_by=_submitted_by(request),
-            idempotency_key=_idempotency_key(request),
+            idempotency_key=idempotency_key,
         )
     except (JobSubmitError, UnknownJobType, JobArgsError) as exc:
         raise _submit_error(exc) from None
@@ -344,11 +371,14 @@ def submit(request: HttpRequest, payload: SubmitIn) -> Status[dict[str, Any]]:
 )
 def submit_batch(request: HttpRequest, payload: BatchIn) -> Status[dict[str, Any]]:
     require_scope(request, "jobs:write")
+    idempotency_key = _idempotency_key(request)
+    # All or none, like the batch itself: tokens for every job, or a 429 and nothing taken.
+    _admit(request, jobs=len(payload.jobs), idempotency_key=idempotency_key, batch=True)
     try:
         jobs = job_submit_many(
             requests=[item.to_request() for item in payload.jobs],
             submitted_by=_submitted_by(request),
-            idempotency_key=_idempotency_key(request),
+            idempotency_key=idempotency_key,
         )
     except (JobSubmitError, UnknownJobType, JobArgsError) as exc:
         raise _submit_error(exc, index=getattr(exc, "batch_index", None)) from None

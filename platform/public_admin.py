@@ -19,6 +19,11 @@ def public_admin_site() -> admin.AdminSite:
     Asks django-tenants' own router, which decided where each app's tables were migrated to.
     Idempotent: the URLconf and tests may both call it.
     """
+    from billing.admin import admin_job_types_set
+    from jobs.catalogue import catalogue
+
+    # Wiring is the layer that knows both: billing's forms check job type names against jobs'.
+    admin_job_types_set(catalogue())
     router = TenantSyncRouter()
     for model in list(admin.site._registry):
         if not router.app_in_list(model._meta.app_label, settings.SHARED_APPS):
