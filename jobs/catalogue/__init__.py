@@ -56,11 +56,16 @@ class JobType:
     # Seconds before retry n (1-based) is retry_backoff_seconds * 2 ** (n - 1), capped.
     retry_backoff_seconds: float = 2.0
     retry_backoff_max_seconds: float = 300.0
+    # Valid arguments, for documentation and for tests that need a real submission of each type
+    # (checked against the schema when the catalogue loads).
+    examples: tuple[dict[str, Any], ...] = ()
     validator: Draft202012Validator = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         Draft202012Validator.check_schema(self.args_schema)
         object.__setattr__(self, "validator", Draft202012Validator(self.args_schema))
+        for example in self.examples:
+            self.validate_args(example)
 
     def validate_args(self, args: Any) -> dict[str, Any]:
         errors = sorted(self.validator.iter_errors(args), key=lambda e: list(e.path))

@@ -30,4 +30,5 @@ JOB_TYPE = JobType(
     },
     run=run,
     time_limit_seconds=120,
+    examples=({"x": 1, "y": 2}, {"x": -1e15, "y": 1e15}, {"x": 0.5, "y": -3, "sleep_ms": 0}),
 )

@@ -27,4 +27,5 @@ JOB_TYPE = JobType(
     run=run,
     max_attempts=3,
     retry_backoff_seconds=0.5,
+    examples=({"message": ""}, {"message": "boom ✓ \U0001f600"}),
 )

@@ -38,4 +38,5 @@ JOB_TYPE = JobType(
     run=run,
     queue="heavy",
     time_limit_seconds=1800,
+    examples=({"below": 2}, {"below": 1000}),
 )

@@ -31,4 +31,5 @@ JOB_TYPE = JobType(
     },
     run=run,
     time_limit_seconds=3700,
+    examples=({"seconds": 0}, {"seconds": 3600}, {"seconds": 0.25}),
 )

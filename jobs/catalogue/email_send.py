@@ -127,4 +127,8 @@ JOB_TYPE = JobType(
     max_attempts=5,
     retry_backoff_seconds=10.0,
     # Fifty recipients a job: a lower default than the catalogue's 10/s.
+    examples=(
+        {"to": "carol@globex.example", "subject": "Hello", "body": ""},
+        {"to": ["a@b.example", "c@d.example"], "subject": "", "body": "x" * 100},
+    ),
 )

@@ -132,4 +132,8 @@ JOB_TYPE = JobType(
     time_limit_seconds=MAX_TIMEOUT_SECONDS + 30,
     max_attempts=5,
     retry_backoff_seconds=5.0,
+    examples=(
+        {"method": "GET", "url": "https://example.com/"},
+        {"method": "POST", "url": "http://example.com/hook", "body": "{}", "timeout_seconds": 5},
+    ),
 )
