@@ -21,8 +21,10 @@ time, a batch of more than 50 jobs is cut to 50.)
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 import sys
 import uuid
 import zlib
@@ -184,6 +186,15 @@ def map_case(ctx: Any, case: Any) -> Any:
             # test_a_batch_of_1000_is_accepted proves the limit. A longer one stays as it is.
             jobs = jobs[:BATCH_KEPT]
         case.body = {**body, "jobs": [_fit_args(j) if isinstance(j, dict) else j for j in jobs]}
+    headers = case.headers
+    key = headers.get("Idempotency-Key") if isinstance(headers, dict) else None
+    if isinstance(key, str) and re.fullmatch(r"[\x21-\x7e]{1,200}", key):
+        # Generated keys come from a small pool ("0", "status"): drawn again with another body
+        # they are a 409 most of the time. Three in four get a suffix from their body, so that
+        # valid requests are mostly new ones; the rest still meet the 409.
+        digest = hashlib.sha256(json.dumps(case.body, sort_keys=True, default=str).encode())
+        if digest.digest()[0] % 4:
+            case.headers = {**headers, "Idempotency-Key": f"{key}-{digest.hexdigest()[:12]}"}
     query = case.query
     if isinstance(query, dict) and isinstance(query.get("cursor"), str) and query["cursor"]:
         cursor = query["cursor"]
@@ -319,9 +330,10 @@ def test_every_schemathesis_check_is_on() -> None:
 # except where a 404 or 409 is the right answer to some (measured with the seed above: 50%
 # of submissions, half the jobs read, a third of the cancels, half the retries).
 ACCEPTED_SHARE = {
-    # An Idempotency-Key drawn again with another body: 409 (for a batch too).
+    # An Idempotency-Key drawn again with another body: 409 (a quarter of them keep their
+    # drawn key, see map_case; for a batch too).
     "POST /api/v1/jobs": 0.4,
-    "POST /api/v1/jobs/batch": 0.35,
+    "POST /api/v1/jobs/batch": 0.4,
     # A made-up id or the other tenant's job: 404.
     "GET /api/v1/jobs/{job_id}": 0.3,
     # ...or a job in a state that does not allow it: 409.
