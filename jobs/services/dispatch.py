@@ -30,8 +30,10 @@ from saas_platform.lib.rate_buckets import BucketSpec, buckets_take
 from saas_platform.lib.state_redis import state_key, state_redis
 
 from billing.limits import TenantLimits, tenant_limits
+from jobs.catalogue import catalogue
 from jobs.models import Job
 from jobs.services.publishing import jobs_send
+from jobs.services.transitions import job_fail_unsent
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 QUANTUM = 4
 # A tenant at its concurrency cap is looked at again this soon (a slot frees when a job ends).
 CAP_RECHECK_SECONDS = 0.25
+# A suspended tenant is looked at again this soon (resuming it lets its jobs go).
+SUSPENDED_RECHECK_SECONDS = 5.0
 
 _CANDIDATES_SQL = """
 SELECT id, task_id, type, queue, priority, time_limit_seconds, run_at FROM (
@@ -125,8 +129,21 @@ def _next_due(queue: str) -> float | None:
     return when.timestamp() if when else None
 
 
+def _without_unknown_types(candidates: list[Job]) -> list[Job]:
+    """Fail the jobs of a type the catalogue no longer has (no worker could run them) and return
+    the rest: left waiting, they would hold up the tenant's line for ever."""
+    known = catalogue()
+    unknown = [job for job in candidates if job.type not in known]
+    for job in unknown:
+        job_fail_unsent(job_id=str(job.id), error=f"the job type {job.type} no longer exists")
+    return [job for job in candidates if job.type in known]
+
+
 def tenant_dispatch_turn(*, tenant_id: int, queue: str, room: int, alone: bool) -> TurnResult:
     """Send up to `room` of the active tenant's waiting jobs for `queue`; see the module."""
+    if not getattr(connection.tenant, "is_active", True):
+        # Suspended: its jobs wait (their waiting_reason says so) until an operator resumes it.
+        return TurnResult(look_again_at=time.time() + SUSPENDED_RECHECK_SECONDS)
     limits = tenant_limits(tenant_id)
     wanted = room if alone else min(room, max(1, round(QUANTUM * limits.weight)))
     client = state_redis()
@@ -149,6 +166,9 @@ def tenant_dispatch_turn(*, tenant_id: int, queue: str, room: int, alone: bool) 
         ]
         if not candidates:
             break
+        candidates = _without_unknown_types(candidates)
+        if not candidates:
+            continue
         counts = Counter(job.type for job in candidates)
         types = sorted(counts)
         takes = buckets_take([(bucket_spec(tenant_id, t, limits), counts[t]) for t in types])

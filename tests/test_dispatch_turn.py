@@ -1,0 +1,52 @@
+"""One dispatcher turn (jobs.services.dispatch), in this process: what it sends and what it keeps."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+from django.utils import timezone
+from saas_platform.lib.state_redis import state_redis
+
+from jobs.models import Job, JobStatus
+from jobs.services.dispatch import inflight_key, tenant_dispatch_turn
+from tests.jobs_helpers import job_in, queued_job, submit
+
+
+def _queue() -> str:
+    return f"turn-{uuid.uuid4().hex[:8]}"  # no worker consumes it: what is sent stays there
+
+
+def _turn(tenant, queue: str):
+    state_redis().delete(inflight_key(tenant.pk))  # other tests' jobs hold no slots here
+    with tenant:
+        return tenant_dispatch_turn(tenant_id=tenant.pk, queue=queue, room=10, alone=True)
+
+
+def test_a_suspended_tenants_jobs_wait_until_it_is_resumed(tenant_db):
+    queue = _queue()
+    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, queue=queue)
+    # Suspended in memory only: the shared actor stays active for every other test.
+    suspended = copy.copy(tenant_db.initech)
+    suspended.is_active = False
+    result = _turn(suspended, queue)
+    assert result.sent == 0
+    assert result.look_again_at is not None
+    assert result.look_again_at > timezone.now().timestamp()
+    assert job_in(tenant_db.initech, job.id).published_at is None
+    assert _turn(tenant_db.initech, queue).sent == 1
+    assert job_in(tenant_db.initech, job.id).published_at is not None
+
+
+def test_a_job_whose_type_left_the_catalogue_fails_instead_of_blocking_the_line(tenant_db):
+    queue = _queue()
+    gone = queued_job(tenant_db.initech, "demo.gone", {})
+    with tenant_db.initech:
+        Job.objects.filter(id=gone.id).update(queue=queue, priority=9)  # first in line
+    behind = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, queue=queue)
+    result = _turn(tenant_db.initech, queue)
+    failed = job_in(tenant_db.initech, gone.id)
+    assert (failed.status, failed.attempts, failed.published_at) == (JobStatus.FAILED, 0, None)
+    assert "no longer exists" in failed.error
+    assert result.sent == 1
+    assert job_in(tenant_db.initech, behind.id).published_at is not None
