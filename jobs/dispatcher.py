@@ -50,6 +50,10 @@ IDLE_WAIT_SECONDS = 0.5
 CAPACITY_CACHE_SECONDS = 1.0
 TARGET_SECONDS_OF_WORK = 0.2
 MIN_TARGET_PER_SLOT = 2
+# Consecutive turns of one queue that send nothing before a round moves on.
+MAX_IDLE_TURNS = 20
+# Never a busy loop, even when a clock or a due time disagrees with the database's.
+MIN_SLEEP_SECONDS = 0.02
 
 _stop = threading.Event()
 
@@ -113,7 +117,11 @@ class Dispatcher:
 
     def round(self) -> tuple[int, bool]:
         """One look at every queue; returns (jobs sent, whether some queue was full with work
-        still waiting, so that its depth should be looked at again soon)."""
+        still waiting, so that its depth should be looked at again soon).
+
+        The lease is renewed after every turn and the round ends at once if it was lost: a
+        standby may have taken over, and two dispatchers would both admit a tenant's cap room.
+        """
         sent_total, full_with_work = 0, False
         capacity = self.capacity()
         for queue in sorted(capacity):
@@ -124,7 +132,8 @@ class Dispatcher:
                 full_with_work = full_with_work or fairness.pick(queue) is not None
                 continue
             room = target - depth
-            while room > 0:
+            idle_turns = 0
+            while room > 0 and idle_turns < MAX_IDLE_TURNS:
                 chosen = fairness.pick(queue)
                 if chosen is None:
                     break
@@ -132,6 +141,11 @@ class Dispatcher:
                 room -= sent
                 sent_total += sent
                 self.queues[queue].note(sent)
+                # Turns that send nothing (capped, rate-limited, set aside) end the round for
+                # this queue after a while, so one look never spins on them.
+                idle_turns = 0 if sent else idle_turns + 1
+                if not self.hold_lease():
+                    return sent_total, False
             if room <= 0:
                 full_with_work = True
         return sent_total, full_with_work
@@ -143,21 +157,26 @@ class Dispatcher:
                     tenant_id=chosen.tenant_id, queue=queue, room=room, alone=chosen.alone
                 )
                 weight = tenant_limits(chosen.tenant_id).weight
-                if result.sent:
-                    fairness.served(
-                        chosen, queue, dispatched=result.sent, weight=weight, more=result.more
-                    )
+                fairness.served(
+                    chosen,
+                    queue,
+                    dispatched=result.sent,
+                    weight=weight,
+                    more=result.more and result.sent > 0,
+                )
                 if result.more and result.sent:
                     return result.sent
-                # Nothing more to send now: set it aside until it may have, or drop it once a
-                # second look (after leaving `ready`) confirms it has nothing waiting: a job
-                # submitted meanwhile then puts it straight back.
-                if result.look_again_at is not None:
-                    fairness.set_aside(chosen.tenant_id, queue, until=result.look_again_at)
-                elif not result.sent:
-                    fairness.served(chosen, queue, dispatched=0, weight=weight, more=False)
-                    if tenant_has_waiting(queue):
-                        fairness.tenant_mark_ready(chosen.tenant_id, queue)
+                # Out of `ready` now. A job committed while this turn ran announced itself to a
+                # tenant that was still in `ready` (a no-op): look once more, now that it is out,
+                # so such a job puts the tenant straight back instead of waiting for the
+                # reconciler. A rate limit, a cap, a suspension or a broker failure sets it
+                # aside instead; a tenant whose next job is scheduled sleeps until then.
+                if result.set_aside_until is not None:
+                    fairness.set_aside(chosen.tenant_id, queue, until=result.set_aside_until)
+                elif tenant_has_waiting(queue):
+                    fairness.tenant_mark_ready(chosen.tenant_id, queue)
+                elif result.next_due is not None:
+                    fairness.set_aside(chosen.tenant_id, queue, until=result.next_due)
                 return result.sent
         except UnknownTenant:
             fairness.served(chosen, queue, dispatched=0, weight=1.0, more=False)
@@ -168,9 +187,11 @@ class Dispatcher:
             return DEPTH_POLL_SECONDS
         if sent:
             return 0.0
-        due = fairness.next_later(set(self.queues) | fairness.queues_known())
+        # Only queues someone serves: a due entry of a queue with no live worker stays due, and
+        # would otherwise keep this loop from ever sleeping.
+        due = fairness.next_later(set(self.capacity()))
         wait = IDLE_WAIT_SECONDS if due is None else due - time.time()
-        return max(0.0, min(IDLE_WAIT_SECONDS, wait))
+        return max(MIN_SLEEP_SECONDS, min(IDLE_WAIT_SECONDS, wait))
 
 
 def _loop() -> None:

@@ -16,6 +16,7 @@ One pass (`reconcile_pass`):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,10 +30,16 @@ from django.db import DatabaseError, close_old_connections
 from saas_platform.lib.broker import unacked_restore
 from saas_platform.lib.db import connection
 from saas_platform.lib.state_redis import state_key, state_redis
-from saas_platform.lib.tenant_context import tenant_activated
+from saas_platform.lib.tenant_context import UnknownTenant, tenant_activated
 from saas_platform.lib.worker_liveness import worker_forget
 
-from jobs.services.activity import full_sweep_done, tenant_keep_or_drop, tenants_to_visit
+from jobs.services.activity import (
+    full_sweep_done,
+    tenant_forget,
+    tenant_keep_or_drop,
+    tenant_mark_active,
+    tenants_to_visit,
+)
 from jobs.services.reconciliation import (
     WorkerView,
     tenant_has_unfinished_work,
@@ -52,7 +59,7 @@ class PassReport:
     full_sweep: bool = False
     restored: int = 0
     announced: int = 0
-    freed: int = 0
+    slots_repaired: int = 0
     rescued: int = 0
     lost: int = 0
     errors: int = 0
@@ -94,25 +101,37 @@ def reconcile_pass() -> PassReport | None:
         for incarnation in sorted(view.dead):
             report.restored += unacked_restore(incarnation)
         tenant_ids, report.full_sweep = tenants_to_visit(_all_tenant_ids)
+        errored: list[int] = []
         for tenant_id in tenant_ids:
             try:
                 with tenant_activated(tenant_id):
                     found = tenant_reconcile(view)
                     tenant_keep_or_drop(tenant_id, has_unfinished=tenant_has_unfinished_work)
+            except UnknownTenant:
+                # Deleted since it was marked: nothing of it is left to reconcile.
+                tenant_forget(tenant_id)
+                continue
             except (DatabaseError, redis.RedisError) as exc:
                 # An outage, not a bug: a warning per pass, not a traceback (nor a Sentry event).
-                report.errors += 1
+                errored.append(tenant_id)
                 logger.warning("reconcile skipped tenant %s: %s", tenant_id, exc)
+                continue
             except Exception:
-                report.errors += 1
+                errored.append(tenant_id)
                 logger.exception("reconcile failed for tenant %s", tenant_id)
                 continue
             report.tenants += 1
             report.announced += found.announced
-            report.freed += found.freed
+            report.slots_repaired += found.slots_repaired
             report.rescued += found.rescued
             report.lost += found.lost
-        if report.full_sweep and not report.errors:
+        report.errors = len(errored)
+        for tenant_id in errored:
+            # Visited again next pass even if the set had lost it; and one failing tenant does not
+            # turn every later pass into a full sweep of all of them.
+            with contextlib.suppress(redis.RedisError):
+                tenant_mark_active(tenant_id)
+        if report.full_sweep:
             full_sweep_done()
         # Dead ones seen while visiting tenants had nothing left in the broker to put back
         # before their jobs were requeued; only those confirmed at the start are forgotten.
@@ -126,7 +145,7 @@ def reconcile_pass() -> PassReport | None:
         except DatabaseError:
             # The connection broke mid-pass; closing it (close_old_connections) drops the lock.
             logger.warning("could not release the reconcile lock; the connection is closed")
-    if report.restored or report.rescued or report.lost or report.freed:
+    if report.restored or report.rescued or report.lost or report.slots_repaired:
         logger.info("reconcile pass: %s", report)
     return report
 

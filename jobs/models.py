@@ -92,15 +92,17 @@ class Job(models.Model):
             models.Index(fields=["status", "-created_at"], name="job_status_newest_idx"),
             # The results backend finds a job by the Celery task id of its current attempt.
             models.Index(fields=["task_id"], name="job_task_id_idx"),
-            # The releaser: scheduled jobs that are due.
+            # The dispatcher: scheduled jobs of a queue as they come due, and the next one's time.
             models.Index(
-                fields=["run_at"],
+                fields=["queue", "run_at", "id"],
                 name="job_scheduled_due_idx",
                 condition=Q(status="scheduled"),
             ),
-            # The dispatcher: a tenant's waiting jobs of a queue, in the order they are sent.
+            # The dispatcher: a tenant's waiting jobs of a queue and type, in the order they are
+            # sent (one short scan per type: jobs.services.dispatch).
             models.Index(
                 "queue",
+                "type",
                 models.F("priority").desc(),
                 "created_at",
                 "id",

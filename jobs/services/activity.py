@@ -64,6 +64,11 @@ def tenants_to_visit(all_tenant_ids: Callable[[], list[int]]) -> tuple[list[int]
     return sorted(int(member) for member in members), False
 
 
+def tenant_forget(tenant_id: int) -> None:
+    """A deleted tenant leaves the set."""
+    state_redis().srem(_set_key(), tenant_id)
+
+
 def full_sweep_done() -> None:
     state_redis().set(_sentinel_key(), str(time.time()))
 

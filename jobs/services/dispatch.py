@@ -21,7 +21,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import redis
@@ -33,7 +32,6 @@ from billing.limits import TenantLimits, tenant_limits
 from jobs.catalogue import catalogue
 from jobs.models import Job
 from jobs.services.publishing import jobs_send
-from jobs.services.transitions import job_fail_unsent
 
 logger = logging.getLogger(__name__)
 
@@ -45,42 +43,56 @@ CAP_RECHECK_SECONDS = 0.25
 # A suspended tenant is looked at again this soon (resuming it lets its jobs go).
 SUSPENDED_RECHECK_SECONDS = 5.0
 
-_CANDIDATES_SQL = """
-SELECT id, task_id, type, queue, priority, time_limit_seconds, run_at FROM (
-    (SELECT id, task_id, type, queue, priority, time_limit_seconds, run_at, created_at
+# One short index scan per job type that may go (job_waiting_idx: queue, type, priority DESC,
+# created_at, id), merged: a type held back by its rate limit, or unknown to this worker's
+# catalogue (a type added by a rolling deploy), is simply not asked for, so a million waiting
+# jobs of one type never make the others' scan long. Due scheduled jobs come from their own
+# index (queue, run_at).
+_WAITING_BRANCH = """
+    (SELECT id, task_id, type, queue, priority, time_limit_seconds, run_at, created_at AS line
        FROM jobs_job
-      WHERE status = 'queued' AND published_at IS NULL AND queue = %(queue)s
-        AND NOT (type = ANY(%(held_back)s))
+      WHERE status = 'queued' AND published_at IS NULL AND queue = %(queue)s AND type = {type}
       ORDER BY priority DESC, created_at, id
-      LIMIT %(limit)s)
-    UNION ALL
-    (SELECT id, task_id, type, queue, priority, time_limit_seconds, run_at, run_at
+      LIMIT %(limit)s)"""
+_DUE_BRANCH = """
+    (SELECT id, task_id, type, queue, priority, time_limit_seconds, run_at, run_at AS line
        FROM jobs_job
-      WHERE status = 'scheduled' AND run_at <= now() AND queue = %(queue)s
-        AND NOT (type = ANY(%(held_back)s))
+      WHERE status = 'scheduled' AND published_at IS NULL AND run_at <= now()
+        AND queue = %(queue)s AND type = ANY(%(types)s)
       ORDER BY run_at, id
-      LIMIT %(limit)s)
-) waiting
-ORDER BY priority DESC, created_at, id
-LIMIT %(limit)s
-"""
+      LIMIT %(limit)s)"""
+
+
+def _candidates_sql(type_count: int) -> str:
+    # Only placeholders are formatted in: the values travel as parameters.
+    branches = [_WAITING_BRANCH.format(type=f"%(type{n})s") for n in range(type_count)]
+    return (
+        "SELECT id, task_id, type, queue, priority, time_limit_seconds, run_at FROM ("  # noqa: S608
+        + " UNION ALL ".join([*branches, _DUE_BRANCH])
+        + ") waiting ORDER BY priority DESC, line, id LIMIT %(limit)s"
+    )
+
 
 # Sent from now on: `queued` with published_at. Conditional, so a job cancelled since the SELECT
-# is not sent; `queued_at` for a scheduled job is when it came due.
+# is not sent, and its task id read back, so that one retried meanwhile is sent under its new
+# one; `queued_at` for a scheduled job is when it came due.
 _MARK_SENT_SQL = """
 UPDATE jobs_job
    SET status = 'queued', published_at = now(),
        queued_at = CASE WHEN status = 'scheduled' THEN run_at ELSE queued_at END
  WHERE id = ANY(%(ids)s) AND published_at IS NULL AND status IN ('queued', 'scheduled')
-RETURNING id
+RETURNING id, task_id
 """
 
 _UNMARK_SQL = """
 UPDATE jobs_job SET published_at = NULL WHERE id = ANY(%(ids)s) AND status = 'queued'
 """
 
+# In seconds from the database's own now(), so that a host whose clock is ahead does not wake
+# up for a job that is not due yet by the clock the candidate query uses.
 _NEXT_DUE_SQL = """
-SELECT min(run_at) FROM jobs_job WHERE status = 'scheduled' AND queue = %(queue)s
+SELECT EXTRACT(EPOCH FROM min(run_at) - now()) FROM jobs_job
+ WHERE status = 'scheduled' AND published_at IS NULL AND queue = %(queue)s
 """
 
 
@@ -88,7 +100,10 @@ SELECT min(run_at) FROM jobs_job WHERE status = 'scheduled' AND queue = %(queue)
 class TurnResult:
     sent: int = 0
     more: bool = False  # it may have more waiting now: serve it again
-    look_again_at: float | None = None  # epoch: a token, a slot, or a run_at
+    # Keep the tenant out of `ready` until then (epoch): a rate limit's next token, a slot
+    # re-check, a suspension re-check, a broker that refused the messages.
+    set_aside_until: float | None = None
+    next_due: float | None = None  # nothing waiting now; its next scheduled job is due then
     capped: bool = False
     rate_limited: dict[str, float] = field(default_factory=dict)  # type -> next token, epoch
 
@@ -123,58 +138,48 @@ def _job(row: tuple[Any, ...]) -> Job:
     )
 
 
+def _waiting(queue: str, limit: int, types: list[str]) -> list[Job]:
+    if not types:
+        return []
+    params: dict[str, Any] = {"queue": queue, "limit": limit, "types": types}
+    params.update({f"type{n}": job_type for n, job_type in enumerate(types)})
+    return [_job(row) for row in _rows(_candidates_sql(len(types)), params)]
+
+
 def _next_due(queue: str) -> float | None:
     rows = _rows(_NEXT_DUE_SQL, {"queue": queue})
-    when: datetime | None = rows[0][0] if rows else None
-    return when.timestamp() if when else None
-
-
-def _without_unknown_types(candidates: list[Job]) -> list[Job]:
-    """Fail the jobs of a type the catalogue no longer has (no worker could run them) and return
-    the rest: left waiting, they would hold up the tenant's line for ever."""
-    known = catalogue()
-    unknown = [job for job in candidates if job.type not in known]
-    for job in unknown:
-        job_fail_unsent(job_id=str(job.id), error=f"the job type {job.type} no longer exists")
-    return [job for job in candidates if job.type in known]
+    seconds = rows[0][0] if rows else None
+    return time.time() + max(float(seconds), 0.05) if seconds is not None else None
 
 
 def tenant_dispatch_turn(*, tenant_id: int, queue: str, room: int, alone: bool) -> TurnResult:
     """Send up to `room` of the active tenant's waiting jobs for `queue`; see the module."""
     if not getattr(connection.tenant, "is_active", True):
         # Suspended: its jobs wait (their waiting_reason says so) until an operator resumes it.
-        return TurnResult(look_again_at=time.time() + SUSPENDED_RECHECK_SECONDS)
+        return TurnResult(set_aside_until=time.time() + SUSPENDED_RECHECK_SECONDS)
     limits = tenant_limits(tenant_id)
     wanted = room if alone else min(room, max(1, round(QUANTUM * limits.weight)))
     client = state_redis()
     cap_room = limits.concurrency - int(client.scard(inflight_key(tenant_id)))
     if cap_room <= 0:
-        return TurnResult(capped=True, look_again_at=time.time() + CAP_RECHECK_SECONDS)
+        return TurnResult(capped=True, set_aside_until=time.time() + CAP_RECHECK_SECONDS)
     wanted = min(wanted, cap_room)
+    types = sorted(catalogue())
     held_back: dict[str, float] = {}
     chosen: list[Job] = []
     candidates: list[Job] = []
     # Twice at most: a type at its rate limit is left out of the second look, so that it does
     # not hold up the tenant's other job types behind it.
     for _ in range(2):
-        candidates = [
-            _job(row)
-            for row in _rows(
-                _CANDIDATES_SQL,
-                {"queue": queue, "limit": wanted, "held_back": sorted(held_back)},
-            )
-        ]
+        candidates = _waiting(queue, wanted, [t for t in types if t not in held_back])
         if not candidates:
             break
-        candidates = _without_unknown_types(candidates)
-        if not candidates:
-            continue
         counts = Counter(job.type for job in candidates)
-        types = sorted(counts)
-        takes = buckets_take([(bucket_spec(tenant_id, t, limits), counts[t]) for t in types])
-        granted = {t: take.granted for t, take in zip(types, takes, strict=True)}
+        asked = sorted(counts)
+        takes = buckets_take([(bucket_spec(tenant_id, t, limits), counts[t]) for t in asked])
+        granted = {t: take.granted for t, take in zip(asked, takes, strict=True)}
         now = time.time()
-        for job_type, take in zip(types, takes, strict=True):
+        for job_type, take in zip(asked, takes, strict=True):
             if take.granted < counts[job_type]:
                 held_back[job_type] = now + max(take.next_token_in, 0.001)
         for job in candidates:
@@ -185,33 +190,34 @@ def tenant_dispatch_turn(*, tenant_id: int, queue: str, room: int, alone: bool) 
             break
     if not chosen:
         if held_back:
-            return TurnResult(look_again_at=min(held_back.values()), rate_limited=held_back)
-        next_due = _next_due(queue)
-        return TurnResult(look_again_at=next_due)
-    marked = {row[0] for row in _rows(_MARK_SENT_SQL, {"ids": [job.id for job in chosen]})}
+            return TurnResult(set_aside_until=min(held_back.values()), rate_limited=held_back)
+        return TurnResult(next_due=_next_due(queue))
+    marked = {row[0]: row[1] for row in _rows(_MARK_SENT_SQL, {"ids": [job.id for job in chosen]})}
     chosen = [job for job in chosen if job.id in marked]
+    for job in chosen:
+        job.task_id = marked[job.id]
     if chosen:
         try:
             client.sadd(inflight_key(tenant_id), *[str(job.task_id) for job in chosen])
         except redis.RedisError as exc:
             logger.warning("in-flight jobs of tenant %s not counted: %s", tenant_id, exc)
     sent = set(jobs_send(chosen))
-    unsent = [job.id for job in chosen if job.id not in sent]
+    unsent = [job for job in chosen if job.id not in sent]
     if unsent:
-        # The broker is down: back to waiting, for a later turn (their tokens are spent).
-        _rows(_UNMARK_SQL, {"ids": unsent})
-        client.srem(
-            inflight_key(tenant_id), *[str(job.task_id) for job in chosen if job.id in unsent]
-        )
-    more = len(candidates) >= wanted or bool(held_back)
+        # The broker is down: back to waiting, for a later turn a second from now (their
+        # tokens are spent), rather than picked again at once.
+        _rows(_UNMARK_SQL, {"ids": [job.id for job in unsent]})
+        client.srem(inflight_key(tenant_id), *[str(job.task_id) for job in unsent])
+        return TurnResult(sent=len(sent), set_aside_until=time.time() + 1.0)
+    more = len(candidates) >= wanted
     return TurnResult(
         sent=len(sent),
-        more=more and not unsent,
-        look_again_at=min(held_back.values()) if held_back and not more else None,
+        more=more,
+        set_aside_until=min(held_back.values()) if held_back and not more else None,
         rate_limited=held_back,
     )
 
 
 def tenant_has_waiting(queue: str) -> bool:
     """Anything of the active tenant that may go to `queue` now."""
-    return bool(_rows(_CANDIDATES_SQL, {"queue": queue, "limit": 1, "held_back": []}))
+    return bool(_waiting(queue, 1, sorted(catalogue())))

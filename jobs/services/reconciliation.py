@@ -1,14 +1,16 @@
 """Keeping accepted work moving: the reconciler's pass over one tenant (jobs.maintenance runs it).
 
 Every way a job can be stranded, and the step that ends it:
-1. committed but never published (the broker was down at submit time): publish it;
-2. `scheduled` and due within the broker-delay window: queue and publish it;
+1. waiting in the table (`queued` and not sent, or `scheduled`) while Redis forgot to tell the
+   dispatcher (down at submit time, flushed, failed over): announce it again;
+2. a concurrency slot counted in Redis for a job no longer in flight, or not counted for one
+   that is: repair the count;
 3. `running` on a worker that is dead (two looks a TTL apart: worker_liveness), or on a live worker
    that no longer holds its task (the attempt ended but its end was never recorded, say the
    database was unreachable then): requeue it under a new task id, so that the old message, if
    Redis ever gives it back, is stale and dropped. A job running on a live worker that holds it
    is never touched, however long it runs;
-4. `queued` and published a while ago, but its message is neither waiting in the broker (older
+4. `queued`, sent a while ago, but its message is neither waiting in the broker (older
    than the one next in line: lib.broker) nor held by any live worker: the message was lost (a
    flush, a failover, a retry whose publish failed): publish it again. A duplicate is harmless,
    the claim lets one message run a job, so every doubt (a worker not yet confirmed dead, a
@@ -25,6 +27,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.db.models import Q
 from django.utils import timezone
@@ -38,7 +41,8 @@ from saas_platform.lib.worker_liveness import (
     worker_reports,
 )
 
-from jobs.fairness import tenant_mark_ready
+from jobs.catalogue import catalogue
+from jobs.fairness import queues_known, tenant_mark_ready
 from jobs.models import Job, JobStatus
 from jobs.services.dispatch import inflight_key
 from jobs.services.publishing import jobs_publish_now_rollback_unsafe
@@ -105,15 +109,26 @@ class ReconcileReport:
     announced: int = 0
     rescued: int = 0
     lost: int = 0
-    freed: int = 0
+    slots_repaired: int = 0
 
 
-_WAITING_SQL = """
-SELECT queue, bool_or(status = 'queued'), min(run_at) FILTER (WHERE status = 'scheduled')
-  FROM jobs_job
- WHERE (status = 'queued' AND published_at IS NULL) OR status = 'scheduled'
- GROUP BY queue
+# Per queue, one probe of an index each (job_waiting_idx's and job_scheduled_due_idx's prefix):
+# the cost does not grow with a backlog, which is the dispatcher's to send.
+_WAITING_NOW_SQL = """
+SELECT EXISTS (
+    SELECT 1 FROM jobs_job WHERE status = 'queued' AND published_at IS NULL AND queue = %(queue)s
+)
 """
+_NEXT_SCHEDULED_SQL = """
+SELECT run_at FROM jobs_job
+ WHERE status = 'scheduled' AND published_at IS NULL AND queue = %(queue)s
+ ORDER BY run_at, id LIMIT 1
+"""
+
+
+def _queues() -> set[str]:
+    """Every queue a job may wait for: the catalogue's, and any the dispatcher has been told of."""
+    return {job_type.queue for job_type in catalogue().values()} | queues_known()
 
 
 def jobs_announce_waiting(tenant_id: int) -> int:
@@ -122,44 +137,69 @@ def jobs_announce_waiting(tenant_id: int) -> int:
     Submissions announce themselves; this covers an announcement lost with Redis (down at submit
     time, flushed, failed over). Announcing a tenant the dispatcher already knows is a no-op.
     """
+    announced = 0
     with connection.cursor() as cursor:
-        cursor.execute(_WAITING_SQL)
-        rows = cursor.fetchall()
-    for queue, waiting_now, next_run_at in rows:
-        due = 0.0 if waiting_now else (next_run_at.timestamp() if next_run_at else 0.0)
-        tenant_mark_ready(tenant_id, queue, due=due)
-    return len(rows)
+        for queue in sorted(_queues()):
+            cursor.execute(_WAITING_NOW_SQL, {"queue": queue})
+            row = cursor.fetchone()
+            if row and row[0]:
+                tenant_mark_ready(tenant_id, queue)
+                announced += 1
+                continue
+            cursor.execute(_NEXT_SCHEDULED_SQL, {"queue": queue})
+            row = cursor.fetchone()
+            if row:
+                tenant_mark_ready(tenant_id, queue, due=row[0].timestamp())
+                announced += 1
+    return announced
 
 
-def jobs_free_stale_slots(tenant_id: int) -> int:
-    """Forget in-flight entries of jobs that are no longer in flight (their end went unrecorded
-    in Redis: a worker killed whole, a Redis blip), so the concurrency cap frees their slots."""
+def jobs_repair_slots(tenant_id: int) -> int:
+    """Make the tenant's in-flight set (its concurrency slots) match the table: forget jobs no
+    longer in flight (their end went unrecorded in Redis: a worker killed whole, a Redis blip),
+    and count again jobs in flight that Redis lost (a flush, a failover). Returns the changes."""
     key = inflight_key(tenant_id)
     members: set[bytes] = state_redis().smembers(key)  # type: ignore[assignment]
-    if not members:
-        return 0
-    task_ids = [member.decode() for member in members]
+    counted = {member.decode() for member in members}
+    # Both halves read a partial index (job_running_idx, job_queued_published_idx), bounded by
+    # what the tenant's cap lets be in flight.
     in_flight = Q(status=JobStatus.RUNNING) | Q(status=JobStatus.QUEUED, published_at__isnull=False)
-    alive = {
-        str(task_id)
-        for task_id in Job.objects.filter(in_flight, task_id__in=task_ids).values_list(
-            "task_id", flat=True
-        )
+    actual = {
+        str(task_id) for task_id in Job.objects.filter(in_flight).values_list("task_id", flat=True)
     }
-    stale = [task_id for task_id in task_ids if task_id not in alive]
+    stale = counted - actual
+    missing = actual - counted
+    pipe = state_redis().pipeline(transaction=False)
     if stale:
-        state_redis().srem(key, *stale)
-    return len(stale)
+        pipe.srem(key, *stale)
+    if missing:
+        pipe.sadd(key, *missing)
+    pipe.execute()
+    return len(stale) + len(missing)
 
 
 def jobs_rescue_from_dead_workers(view: WorkerView) -> int:
-    """Requeue running jobs whose worker is dead or no longer holds them, oldest first."""
-    running = list(
-        Job.objects.filter(status=JobStatus.RUNNING)
-        .exclude(worker="")
-        .order_by("started_at")
-        .values_list("id", "task_id", "worker", "started_at")[:BATCH]
+    """Requeue running jobs whose worker is dead or no longer holds them, oldest first.
+
+    Every running job is looked at, BATCH at a time (keyset on started_at, id): more than a batch
+    of live ones at the front must not hide dead workers' jobs behind them.
+    """
+    running: list[tuple[Any, Any, str, Any]] = []
+    page = (
+        Job.objects.filter(status=JobStatus.RUNNING).exclude(worker="").order_by("started_at", "id")
     )
+    after: Q | None = None
+    while True:
+        rows = list(
+            (page.filter(after) if after is not None else page).values_list(
+                "id", "task_id", "worker", "started_at"
+            )[:BATCH]
+        )
+        running += rows
+        if len(rows) < BATCH:
+            break
+        last_id, _, _, last_started = rows[-1]
+        after = Q(started_at__gt=last_started) | Q(started_at=last_started, id__gt=last_id)
     if not running:
         return 0
     view.learn({incarnation_of(worker) for _, _, worker, _ in running})
@@ -244,6 +284,6 @@ def tenant_reconcile(view: WorkerView | None = None) -> ReconcileReport:
     return ReconcileReport(
         rescued=rescued,
         lost=jobs_republish_lost(view),
-        freed=jobs_free_stale_slots(tenant_id),
+        slots_repaired=jobs_repair_slots(tenant_id),
         announced=jobs_announce_waiting(tenant_id),
     )

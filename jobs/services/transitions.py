@@ -216,15 +216,6 @@ def job_requeue_for_retry(
     )
 
 
-def job_fail_unsent(*, job_id: str, error: str) -> bool:
-    """Failed for good before it was ever sent (its type left the catalogue): no attempt ran."""
-    return bool(
-        Job.objects.filter(
-            id=job_id, status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED], published_at__isnull=True
-        ).update(status=JobStatus.FAILED, error=error[:_MAX_ERROR_CHARS], finished_at=Now())
-    )
-
-
 def job_report_progress(*, job_id: str, task_id: str, progress: dict[str, Any]) -> None:
     Job.objects.filter(id=job_id, task_id=task_id, status=JobStatus.RUNNING).update(
         progress=progress
