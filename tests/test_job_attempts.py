@@ -13,7 +13,13 @@ from saas_platform.celery_app import app
 from jobs.catalogue import job_type_get
 from jobs.models import Job, JobAttempt
 from jobs.selectors import job_attempts
-from jobs.services.transitions import job_cancel, job_claim, job_retry
+from jobs.services.transitions import (
+    job_cancel,
+    job_claim,
+    job_fail,
+    job_requeue_for_retry,
+    job_retry,
+)
 from tests.jobs_helpers import job_in, queued_job, run_attempt, run_until_final
 
 
@@ -173,3 +179,17 @@ def test_a_failure_stored_after_the_job_ended_leaves_its_attempt_alone(tenant_db
         str(job.task_id), RuntimeError("late"), request=_request(tenant_db.acme, job)
     )
     assert _attempts(tenant_db.acme, job)[-1].error == "jobs.catalogue.demo_fail.DemoFailure: boom"
+
+
+def test_a_late_failure_or_retry_of_an_attempt_taken_over_changes_nothing(tenant_db):
+    # Its worker was declared dead and another claimer holds the job now: the old attempt's
+    # end (a failure for good or a retry) must not end or reschedule the new attempt's job.
+    job = _failing(tenant_db.acme)
+    with tenant_db.acme:
+        job_claim(job_id=str(job.id), task_id=str(job.task_id))
+        Job.objects.filter(id=job.id).update(worker="other-incarnation:4242")
+        ids = {"job_id": str(job.id), "task_id": str(job.task_id)}
+        assert not job_fail(**ids, error="late")
+        assert not job_requeue_for_retry(**ids, error="late", countdown=1)
+    now = job_in(tenant_db.acme, job.id)
+    assert (now.status, now.error, now.worker) == ("running", "", "other-incarnation:4242")

@@ -116,3 +116,19 @@ def test_a_stale_attempts_success_leaves_the_running_attempt_running(tenant_db):
     with tenant_db.acme:
         [attempt] = JobAttempt.objects.filter(job=job)
     assert (attempt.outcome, attempt.finished_at) == ("running", None)
+
+
+def test_a_late_success_of_an_attempt_taken_over_changes_nothing(tenant_db):
+    # The attempt's worker was declared dead and a redelivered copy claimed the job: the old
+    # attempt's success arriving afterwards must neither finish the job nor write a result row.
+    job = _running_job(tenant_db.acme)
+    task_id = str(job.task_id)
+    with tenant_db.acme:
+        Job.objects.filter(id=job.id).update(worker="other-incarnation:4242")
+    app.backend.store_result(
+        task_id, {"sum": 3}, "SUCCESS", request=_request(tenant_db.acme, job, task_id)
+    )
+    with tenant_db.acme:
+        job.refresh_from_db()
+        assert not TaskResult.objects.filter(task_id=task_id).exists()
+    assert (job.status, job.result, job.worker) == ("running", None, "other-incarnation:4242")

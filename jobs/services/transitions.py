@@ -89,12 +89,17 @@ SELECT type, args, attempts, max_attempts FROM claimed
 _REDELIVERED_ERROR = "worker lost: the broker redelivered the message to another attempt"
 
 
+def _claimer(incarnation: str | None = None) -> str:
+    """What a claim writes in Job.worker: this worker's incarnation and this process's pid."""
+    return f"{incarnation or current_incarnation()}:{os.getpid()}"
+
+
 def job_claim(
     *, job_id: str, task_id: str, worker: str | None = None, redelivered: bool = False
 ) -> ClaimedJob | None:
     """`worker`: the claiming worker's incarnation (saas_platform.lib.worker_liveness); the job
     records "<incarnation>:<pid>" (the pid is read per call: pool children fork after import)."""
-    where = f"{worker or current_incarnation()}:{os.getpid()}"
+    where = _claimer(worker)
     with connection.cursor() as cursor:
         cursor.execute(
             _CLAIM_SQL,
@@ -160,10 +165,14 @@ def _execute_ending(
     return bool(row and row[0])
 
 
+# The ends an attempt records itself (fail, retry, success) are fenced by its claimer: if the
+# attempt was taken over meanwhile (its worker was declared dead and a redelivered copy claimed
+# the job), the old attempt's late end changes nothing, the new one's stands.
 _FAIL_SQL = _ending_attempt("""
     UPDATE jobs_job SET status = 'failed', error = %(error)s, finished_at = now()
      WHERE id = %(job_id)s AND task_id = %(task_id)s
        AND status NOT IN ('succeeded', 'failed', 'cancelled')
+       AND (status <> 'running' OR worker = %(claimer)s)
     RETURNING id""")
 
 
@@ -178,7 +187,12 @@ def job_fail(
     """Failed for good; `outcome` says how the attempt ended (timed_out for a time limit)."""
     return _execute_ending(
         _FAIL_SQL,
-        {"job_id": job_id, "task_id": task_id, "error": error[:_MAX_ERROR_CHARS]},
+        {
+            "job_id": job_id,
+            "task_id": task_id,
+            "error": error[:_MAX_ERROR_CHARS],
+            "claimer": _claimer(),
+        },
         outcome=outcome,
         error=error,
         traceback=traceback,
@@ -194,6 +208,7 @@ _REQUEUE_FOR_RETRY_SQL = _ending_attempt("""
            run_at = now() + make_interval(secs => %(countdown)s),
            queued_at = now() + make_interval(secs => %(countdown)s)
      WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
+       AND worker = %(claimer)s
     RETURNING id""")
 
 
@@ -209,6 +224,7 @@ def job_requeue_for_retry(
             "task_id": task_id,
             "error": error[:_MAX_ERROR_CHARS],
             "countdown": countdown,
+            "claimer": _claimer(),
         },
         outcome=AttemptOutcome.RETRYING,
         error=error,
@@ -264,6 +280,7 @@ WITH done AS (
     UPDATE jobs_job
        SET status = 'succeeded', result = %(result)s::jsonb, error = '', finished_at = now()
      WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
+       AND worker = %(claimer)s
     RETURNING id
 ), attempt AS (
     UPDATE jobs_jobattempt AS a
@@ -275,9 +292,10 @@ INSERT INTO django_celery_results_taskresult
     (task_id, periodic_task_name, task_name, task_args, task_kwargs, status, worker,
      content_type, content_encoding, result, date_created, date_started, date_done,
      traceback, meta)
-VALUES (%(task_id)s, %(periodic_task_name)s, %(task_name)s, %(task_args)s, %(task_kwargs)s,
-        'SUCCESS', %(worker)s, %(content_type)s, %(content_encoding)s, %(result)s, now(), NULL,
-        now(), NULL, %(meta)s)
+SELECT %(task_id)s, %(periodic_task_name)s, %(task_name)s, %(task_args)s, %(task_kwargs)s,
+       'SUCCESS', %(worker)s, %(content_type)s, %(content_encoding)s, %(result)s, now(), NULL,
+       now(), NULL, %(meta)s
+  FROM done  -- only when the job's row took the success: a job reads succeeded exactly then
 ON CONFLICT (task_id) DO UPDATE SET
     periodic_task_name = EXCLUDED.periodic_task_name, task_name = EXCLUDED.task_name,
     task_args = EXCLUDED.task_args, task_kwargs = EXCLUDED.task_kwargs,
@@ -313,6 +331,7 @@ def job_succeed_with_result(
                 "task_args": extended["task_args"],
                 "task_kwargs": extended["task_kwargs"],
                 "worker": extended["worker"],
+                "claimer": _claimer(),
             },
         )
 
