@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import uuid
 
+import pytest
 from django.utils import timezone
 from saas_platform.lib.state_redis import state_redis
 
@@ -13,8 +14,20 @@ from jobs.services.dispatch import inflight_key, tenant_dispatch_turn
 from tests.jobs_helpers import job_in, queued_job, submit
 
 
-def _queue() -> str:
-    return f"turn-{uuid.uuid4().hex[:8]}"  # no worker consumes it: what is sent stays there
+@pytest.fixture
+def queue(tenant_db):
+    """A queue no worker consumes: what is sent stays there. Afterwards its jobs are ended and
+    their slots given back, or they would hold the shared tenant's concurrency slots (a job sent
+    counts as in flight) and starve every later test of that tenant."""
+    name = f"turn-{uuid.uuid4().hex[:8]}"
+    yield name
+    tenant = tenant_db.initech
+    with tenant:
+        jobs = Job.objects.filter(queue=name)
+        task_ids = [str(task_id) for task_id in jobs.values_list("task_id", flat=True)]
+        jobs.update(status=JobStatus.CANCELLED, finished_at=timezone.now())
+    if task_ids:
+        state_redis().srem(inflight_key(tenant.pk), *task_ids)
 
 
 def _turn(tenant, queue: str):
@@ -23,8 +36,7 @@ def _turn(tenant, queue: str):
         return tenant_dispatch_turn(tenant_id=tenant.pk, queue=queue, room=10, alone=True)
 
 
-def test_a_suspended_tenants_jobs_wait_until_it_is_resumed(tenant_db):
-    queue = _queue()
+def test_a_suspended_tenants_jobs_wait_until_it_is_resumed(tenant_db, queue):
     job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, queue=queue)
     # Suspended in memory only: the shared actor stays active for every other test.
     suspended = copy.copy(tenant_db.initech)
@@ -38,10 +50,11 @@ def test_a_suspended_tenants_jobs_wait_until_it_is_resumed(tenant_db):
     assert job_in(tenant_db.initech, job.id).published_at is not None
 
 
-def test_a_job_of_a_type_this_worker_does_not_know_waits_without_blocking_the_line(tenant_db):
+def test_a_job_of_a_type_this_worker_does_not_know_waits_without_blocking_the_line(
+    tenant_db, queue
+):
     # Its type may be new (a rolling deploy: the dispatcher's worker runs the older catalogue):
     # it waits for a worker that knows it, and the jobs behind it go meanwhile.
-    queue = _queue()
     unknown = queued_job(tenant_db.initech, "demo.from_the_future", {})
     with tenant_db.initech:
         Job.objects.filter(id=unknown.id).update(queue=queue, priority=9)  # first in line

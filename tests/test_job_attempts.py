@@ -193,3 +193,6 @@ def test_a_late_failure_or_retry_of_an_attempt_taken_over_changes_nothing(tenant
         assert not job_requeue_for_retry(**ids, error="late", countdown=1)
     now = job_in(tenant_db.acme, job.id)
     assert (now.status, now.error, now.worker) == ("running", "", "other-incarnation:4242")
+    # Left running under a worker nobody runs, a later worker's reconciler would rescue and run it.
+    with tenant_db.acme:
+        Job.objects.filter(id=job.id).update(status="cancelled")
