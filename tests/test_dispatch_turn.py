@@ -11,6 +11,7 @@ from saas_platform.lib.state_redis import state_redis
 
 from jobs.models import Job, JobStatus
 from jobs.services.dispatch import inflight_key, tenant_dispatch_turn
+from jobs.services.transitions import job_cancel
 from tests.jobs_helpers import job_in, queued_job, submit
 
 
@@ -64,3 +65,16 @@ def test_a_job_of_a_type_this_worker_does_not_know_waits_without_blocking_the_li
     assert (waiting.status, waiting.attempts, waiting.published_at) == (JobStatus.QUEUED, 0, None)
     assert result.sent == 1
     assert job_in(tenant_db.initech, behind.id).published_at is not None
+
+
+def test_cancelling_a_sent_job_frees_its_concurrency_slot_at_once(tenant_db, queue):
+    # Sent, it holds a slot until it ends; cancelled, it never runs: the slot is free now, not
+    # when a worker gets to its revoked message (no worker consumes this queue at all).
+    job = submit(tenant_db.initech, "demo.add", {"x": 1, "y": 1}, queue=queue)
+    assert _turn(tenant_db.initech, queue).sent == 1
+    sent = job_in(tenant_db.initech, job.id)
+    key = inflight_key(tenant_db.initech.pk)
+    assert state_redis().sismember(key, str(sent.task_id))
+    with tenant_db.initech:
+        job_cancel(job=sent)
+    assert not state_redis().sismember(key, str(sent.task_id))

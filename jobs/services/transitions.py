@@ -26,11 +26,13 @@ from django.db.models.functions import Now
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 from saas_platform.lib.db import connection
+from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.worker_liveness import current_incarnation
 
 from jobs.catalogue import UnknownJobType, job_type_get
 from jobs.models import AttemptCause, AttemptOutcome, Job, JobStatus
 from jobs.services.activity import jobs_announce_on_commit
+from jobs.services.dispatch import inflight_key
 from jobs.services.submission import JobSubmitError
 
 logger = logging.getLogger(__name__)
@@ -367,9 +369,19 @@ def job_cancel(*, job: Job) -> Job:
             job.refresh_from_db()
             raise JobStateError("not_cancellable", f"The job has already {job.status}.")
         task_id = str(job.task_id)
+        tenant_id = connection.tenant.pk
         transaction.on_commit(lambda: _revoke(task_id, terminate=was_running))
+        # Its concurrency slot is free at once, not when (if ever) a worker sees the revoke.
+        transaction.on_commit(lambda: _free_slot(tenant_id, task_id))
     job.refresh_from_db()
     return job
+
+
+def _free_slot(tenant_id: int, task_id: str) -> None:
+    try:
+        state_redis().srem(inflight_key(tenant_id), task_id)
+    except RedisError as exc:
+        logger.warning("slot of cancelled %s not freed (the reconciler will): %s", task_id, exc)
 
 
 def job_retry(*, job: Job) -> Job:
