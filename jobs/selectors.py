@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 from saas_platform.lib.rate_buckets import bucket_peek
 from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.tenant_context import active_tenant
+from saas_platform.lib.worker_liveness import queue_consumers
 
 from billing.limits import tenant_limits
 from jobs.models import AttemptCause, Job, JobAttempt, JobStatus
@@ -128,6 +129,13 @@ def job_waiting_reason(*, job: Job, now: datetime | None = None) -> WaitingReaso
                 {"run_at": when, "retry": True},
             )
         return WaitingReason("scheduled", f"Scheduled to run at {when}.", {"run_at": when})
+    if queue_consumers(job.queue) == 0:
+        # Said first: no limit or turn matters while nothing consumes the queue.
+        return WaitingReason(
+            "queued",
+            f"No worker consumes the {job.queue} queue now: it starts when one does.",
+            {"queue": job.queue, "workers": 0, "in_broker": job.published_at is not None},
+        )
     if job.published_at is not None:
         return WaitingReason(
             "queued",

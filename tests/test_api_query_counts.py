@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from saas_platform.lib.worker_liveness import WorkerReport, report_publish, worker_forget
 
 from tests.api_client import call
 from tests.jobs_helpers import queued_job, run_until_final
@@ -35,7 +41,22 @@ def test_a_submit_costs_two_queries_once_warm(tenant_db):
     assert sql[1].startswith('INSERT INTO "jobs_job"')
 
 
-def test_a_waiting_job_read_costs_three_queries_once_warm(tenant_db):
+@pytest.fixture
+def default_consumer() -> Iterator[None]:
+    """A live worker's report that it consumes `default`, as a worker's heartbeat writes it (no
+    worker process: nothing may take the job while its read is counted)."""
+    incarnation = f"counted-{uuid.uuid4().hex[:8]}"
+    report_publish(
+        WorkerReport(
+            incarnation=incarnation, node="counted@host", pid=1, queues=("default",),
+            held=frozenset(), at=time.time(), concurrency=1,
+        )
+    )  # fmt: skip
+    yield
+    worker_forget(incarnation)
+
+
+def test_a_waiting_job_read_costs_three_queries_once_warm(tenant_db, default_consumer):
     job_id = call("POST", "/jobs", key=tenant_db.acme_key, host="acme.localhost", body=ADD).body[
         "id"
     ]

@@ -34,6 +34,8 @@ def test_a_heavy_only_worker_runs_heavy_jobs_and_leaves_the_rest(tenant_db):
             reason = job_waiting_reason(job=waiting)
         assert reason is not None
         assert reason.code == "queued"
+        assert reason.details["workers"] == 0  # and it says why: nothing consumes `default`
+        assert "No worker consumes the default queue" in reason.message
     with WorkerProcess(pool="prefork", concurrency=1, queues="default", name="default-only"):
         [ran] = wait_final(tenant, [quick.id])
     assert (ran.status, ran.queue) == ("succeeded", "default")

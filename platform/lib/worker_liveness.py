@@ -138,6 +138,12 @@ def worker_reports(incarnations: set[str]) -> dict[str, WorkerReport]:
     return reports
 
 
+def queue_consumers(queue: str) -> int:
+    """How many live workers consume `queue` now (two Redis round trips)."""
+    reports = worker_reports(registered_incarnations())
+    return sum(1 for report in reports.values() if queue in report.queues)
+
+
 def registered_incarnations() -> set[str]:
     members: set[bytes] = state_redis().smembers(state_key(_REGISTRY))  # type: ignore[assignment]
     return {member.decode() for member in members}
