@@ -249,6 +249,14 @@ class JobTypeOut(Schema):
     name: str
     description: str
     args_schema: dict[str, Any]
+    step_args_schema: dict[str, Any] | None = Field(
+        None,
+        description="Its arguments as a later workflow step, `input` (the previous step's "
+        "result) included; null: it takes no input and can only be a workflow's first step.",
+    )
+    result_schema: dict[str, Any] | None = Field(
+        None, description="What it returns (a workflow's next step takes it); null: anything."
+    )
     queue: str
     max_attempts: int
     time_limit_seconds: int
@@ -336,6 +344,8 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
             "name": jt.name,
             "description": jt.description,
             "args_schema": dict(jt.args_schema),
+            "step_args_schema": dict(jt.step_args_schema) if jt.step_args_schema else None,
+            "result_schema": dict(jt.result_schema) if jt.result_schema else None,
             "queue": jt.queue,
             "max_attempts": jt.max_attempts,
             "time_limit_seconds": jt.time_limit_seconds,

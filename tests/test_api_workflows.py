@@ -118,6 +118,19 @@ def test_cancel_ends_the_workflow_and_its_queued_step_then_retry_resumes_it(tena
     assert (running.status, running.error_code) == (409, "not_retryable")
 
 
+def test_a_steps_job_cancelled_or_retried_through_the_jobs_api_moves_its_workflow(tenant_db):
+    created = call("POST", "/workflows", key=tenant_db.acme_key, body=CHAIN).body
+    job_id = created["steps"][0]["job"]["id"]
+    assert call("POST", f"/jobs/{job_id}/cancel", key=tenant_db.acme_key).status == 200
+    cancelled = call("GET", f"/workflows/{created['id']}", key=tenant_db.acme_key).body
+    assert cancelled["status"] == "cancelled"
+    assert [s["status"] for s in cancelled["steps"]] == ["cancelled"] * 3
+    assert call("POST", f"/jobs/{job_id}/retry", key=tenant_db.acme_key).status == 202
+    resumed = call("GET", f"/workflows/{created['id']}", key=tenant_db.acme_key).body
+    assert resumed["status"] == "running"
+    assert [s["status"] for s in resumed["steps"]] == ["queued", "pending", "pending"]
+
+
 def test_globex_cannot_see_or_touch_acmes_workflows(tenant_db):
     created = call("POST", "/workflows", key=tenant_db.acme_key, body=CHAIN).body
     for method, path in (
@@ -139,6 +152,13 @@ def test_an_unknown_or_malformed_id_is_a_404(tenant_db):
     for workflow_id in (uuid.uuid4(), "not-a-uuid"):
         answer = call("GET", f"/workflows/{workflow_id}", key=tenant_db.acme_key)
         assert (answer.status, answer.error_code) == (404, "not_found")
+
+
+def test_job_types_say_which_take_an_input_and_what_they_return(tenant_db):
+    by_name = {t["name"]: t for t in call("GET", "/job-types", key=tenant_db.acme_key).body}
+    assert by_name["demo.add"]["step_args_schema"]["properties"]["input"] == {"type": "number"}
+    assert by_name["demo.add"]["result_schema"] == {"type": "number"}
+    assert by_name["demo.sleep"]["step_args_schema"] is None
 
 
 def test_the_openapi_document_lists_the_workflow_endpoints_and_their_errors(tenant_db):
