@@ -125,6 +125,13 @@ class Job(models.Model):
             models.Index(
                 fields=["started_at"], name="job_running_idx", condition=Q(status="running")
             ),
+            # The reconciler's full sweeps: workflow steps that ended lately, to find a success
+            # recorded without its next step (jobs.services.workflows.workflows_advance_stranded).
+            models.Index(
+                fields=["finished_at"],
+                name="job_workflow_finished_idx",
+                condition=Q(workflow__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -5,11 +5,14 @@ workers is tests/test_workflows_worker.py."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from jobs.models import Job, Workflow, WorkflowStep
+from jobs.services.workflows import workflows_advance_stranded
 from tests.api_client import call
 
 
@@ -172,3 +175,22 @@ def test_the_openapi_document_lists_the_workflow_endpoints_and_their_errors(tena
         assert "409" in operation["responses"]
         assert "404" in operation["responses"]
     assert "404" in document["paths"]["/api/v1/workflows/{workflow_id}"]["get"]["responses"]
+
+
+def test_a_step_that_succeeded_without_its_next_step_gets_it_from_the_reconciler(tenant_db):
+    """A success recorded by a worker that predates workflows (a rolling deploy) leaves the chain
+    without its next step; the reconciler's full sweep makes it, with the result as input."""
+    created = call("POST", "/workflows", key=tenant_db.acme_key, body=CHAIN).body
+    first_id = created["steps"][0]["job"]["id"]
+    with tenant_db.acme:
+        Job.objects.filter(id=first_id).update(
+            status="succeeded", result=3, finished_at=timezone.now() - timedelta(minutes=1)
+        )
+        second_steps = Job.objects.filter(workflow_id=created["id"], position=2)
+        # Just ended ones are left to their own success path.
+        workflows_advance_stranded(grace=timedelta(minutes=2))
+        assert not second_steps.exists()
+        assert workflows_advance_stranded() >= 1
+        workflows_advance_stranded()
+        second = second_steps.get()  # made once
+    assert (second.status, second.args) == ("queued", {"y": 3, "input": 3})

@@ -28,9 +28,11 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from saas_platform.lib.db import connection
 from saas_platform.lib.tenant_context import active_tenant
@@ -314,3 +316,48 @@ def workflow_retry(*, workflow: Workflow) -> Workflow:
         else:
             job_retry(job=last)
     return locked
+
+
+def workflows_advance_stranded(
+    *, window: timedelta = timedelta(hours=1), grace: timedelta = timedelta(seconds=30)
+) -> int:
+    """Make the next step of chains whose step succeeded without it; returns how many.
+
+    The success path makes the next step in the same transaction, so this finds only successes
+    recorded by a worker running code that predates workflows (a rolling deploy). Run by the
+    reconciler's full sweeps (every tenant, every 10 minutes): steps that ended within `window`,
+    and at least `grace` ago, so a success being committed right now is left to its own path.
+    """
+    now = timezone.now()
+    next_job = Job.objects.filter(workflow=OuterRef("workflow"), position=OuterRef("position") + 1)
+    stranded = list(
+        Job.objects.filter(
+            workflow__isnull=False,
+            status=JobStatus.SUCCEEDED,
+            finished_at__gt=now - window,
+            finished_at__lt=now - grace,
+            position__lt=F("workflow__step_count"),
+            workflow__cancelled_at__isnull=True,
+        )
+        .exclude(Exists(next_job))
+        .values_list("workflow_id", "position")[:1000]
+    )
+    made = 0
+    for workflow_id, position in stranded:
+        assert position is not None  # a workflow's job always has one
+        with transaction.atomic():
+            step = (
+                WorkflowStep.objects.select_related("workflow")
+                .select_for_update()
+                .get(workflow_id=workflow_id, position=position + 1)
+            )
+            # Looked at again under the lock: a cancel or a retry may have come first.
+            if (
+                step.workflow.cancelled_at is not None
+                or Job.objects.filter(workflow_id=workflow_id, position=position + 1).exists()
+            ):
+                continue
+            previous = Job.objects.get(workflow_id=workflow_id, position=position)
+            _make_step(step.workflow, step, previous.result)
+            made += 1
+    return made
