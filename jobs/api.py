@@ -149,6 +149,8 @@ class JobOut(Schema):
     progress: Any = None
     submitted_by: str
     schedule: int | None = None
+    workflow: UUID | None = Field(None, description="The workflow this job is a step of.")
+    position: int | None = Field(None, description="Its step's position there, from 1.")
     created_at: datetime
     run_at: datetime | None = None
     started_at: datetime | None = None
@@ -167,6 +169,8 @@ class JobOut(Schema):
             "progress": job.progress,
             "submitted_by": job.submitted_by,
             "schedule": job.schedule_id,
+            "workflow": job.workflow_id,
+            "position": job.position,
             "created_at": job.created_at,
             "run_at": job.run_at,
             "started_at": job.started_at,
@@ -295,7 +299,14 @@ def _submit_error(exc: Exception, *, index: int | None = None) -> ApiError:
     raise exc
 
 
-def _admit(request: HttpRequest, *, jobs: int, idempotency_key: str | None, batch: bool) -> None:
+def _admit(
+    request: HttpRequest,
+    *,
+    jobs: int,
+    idempotency_key: str | None,
+    batch: bool,
+    workflow: bool = False,
+) -> None:
     """Before anything is written: over the tenant's submit rate is a 429 (CONTRACT.md)."""
     try:
         submission_admit(
@@ -303,6 +314,7 @@ def _admit(request: HttpRequest, *, jobs: int, idempotency_key: str | None, batc
             jobs=jobs,
             idempotency_key=idempotency_key,
             batch=batch,
+            workflow=workflow,
         )
     except SubmitRateExceeded as exc:
         raise ApiError(

@@ -135,7 +135,13 @@ def submit_workflow(request: HttpRequest, payload: WorkflowIn) -> Status[dict[st
     require_scope(request, "jobs:write")
     idempotency_key = _idempotency_key(request)
     # Each step becomes a job: the chain costs its steps' submissions, all or none.
-    _admit(request, jobs=len(payload.steps), idempotency_key=None, batch=False)
+    _admit(
+        request,
+        jobs=len(payload.steps),
+        idempotency_key=idempotency_key,
+        batch=False,
+        workflow=True,
+    )
     try:
         workflow = workflow_submit(
             steps=[StepRequest(type=step.type, args=step.args) for step in payload.steps],
