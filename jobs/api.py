@@ -149,6 +149,8 @@ class JobOut(Schema):
     progress: Any = None
     submitted_by: str
     schedule: int | None = None
+    workflow: UUID | None = Field(None, description="The workflow this job is a step of.")
+    position: int | None = Field(None, description="Its step's position there, from 1.")
     created_at: datetime
     run_at: datetime | None = None
     started_at: datetime | None = None
@@ -167,6 +169,8 @@ class JobOut(Schema):
             "progress": job.progress,
             "submitted_by": job.submitted_by,
             "schedule": job.schedule_id,
+            "workflow": job.workflow_id,
+            "position": job.position,
             "created_at": job.created_at,
             "run_at": job.run_at,
             "started_at": job.started_at,
@@ -249,6 +253,14 @@ class JobTypeOut(Schema):
     name: str
     description: str
     args_schema: dict[str, Any]
+    step_args_schema: dict[str, Any] | None = Field(
+        None,
+        description="Its arguments as a later workflow step, `input` (the previous step's "
+        "result) included; null: it takes no input and can only be a workflow's first step.",
+    )
+    result_schema: dict[str, Any] | None = Field(
+        None, description="What it returns (a workflow's next step takes it); null: anything."
+    )
     queue: str
     max_attempts: int
     time_limit_seconds: int
@@ -287,7 +299,14 @@ def _submit_error(exc: Exception, *, index: int | None = None) -> ApiError:
     raise exc
 
 
-def _admit(request: HttpRequest, *, jobs: int, idempotency_key: str | None, batch: bool) -> None:
+def _admit(
+    request: HttpRequest,
+    *,
+    jobs: int,
+    idempotency_key: str | None,
+    batch: bool,
+    workflow: bool = False,
+) -> None:
     """Before anything is written: over the tenant's submit rate is a 429 (CONTRACT.md)."""
     try:
         submission_admit(
@@ -295,6 +314,7 @@ def _admit(request: HttpRequest, *, jobs: int, idempotency_key: str | None, batc
             jobs=jobs,
             idempotency_key=idempotency_key,
             batch=batch,
+            workflow=workflow,
         )
     except SubmitRateExceeded as exc:
         raise ApiError(
@@ -336,6 +356,8 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
             "name": jt.name,
             "description": jt.description,
             "args_schema": dict(jt.args_schema),
+            "step_args_schema": dict(jt.step_args_schema) if jt.step_args_schema else None,
+            "result_schema": dict(jt.result_schema) if jt.result_schema else None,
             "queue": jt.queue,
             "max_attempts": jt.max_attempts,
             "time_limit_seconds": jt.time_limit_seconds,

@@ -45,6 +45,8 @@ from jobs.services.reconciliation import (
     tenant_has_unfinished_work,
     tenant_reconcile,
 )
+from jobs.services.results_expiry import results_expire
+from jobs.services.workflows import workflows_advance_stranded
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ _stop = threading.Event()
 class PassReport:
     tenants: int = 0
     full_sweep: bool = False
+    results_expired: int = 0
+    steps_made: int = 0
     restored: int = 0
     announced: int = 0
     slots_repaired: int = 0
@@ -107,6 +111,11 @@ def reconcile_pass() -> PassReport | None:
                 with tenant_activated(tenant_id):
                     found = tenant_reconcile(view)
                     tenant_keep_or_drop(tenant_id, has_unfinished=tenant_has_unfinished_work)
+                    if report.full_sweep:
+                        # A full sweep visits every tenant anyway: results expire on the way,
+                        # and chains stranded by an old worker's success get their next step.
+                        report.results_expired += results_expire()
+                        report.steps_made += workflows_advance_stranded()
             except UnknownTenant:
                 # Deleted since it was marked: nothing of it is left to reconcile.
                 tenant_forget(tenant_id)

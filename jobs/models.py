@@ -83,6 +83,12 @@ class Job(models.Model):
     # Where the current attempt runs: "<incarnation>:<pid>" and the schema the database saw.
     worker = models.CharField(max_length=255, blank=True)
     ran_in_schema = models.CharField(max_length=63, blank=True)
+    # A workflow's step (1-based position): made when the previous step succeeded
+    # (jobs.services.workflows), never before, so nothing waits in the table on another job.
+    workflow = models.ForeignKey(
+        "Workflow", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    position = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -119,12 +125,26 @@ class Job(models.Model):
             models.Index(
                 fields=["started_at"], name="job_running_idx", condition=Q(status="running")
             ),
+            # The reconciler's full sweeps: workflow steps that ended lately, to find a success
+            # recorded without its next step (jobs.services.workflows.workflows_advance_stranded).
+            models.Index(
+                fields=["finished_at"],
+                name="job_workflow_finished_idx",
+                condition=Q(workflow__isnull=False),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
                 fields=["idempotency_key"],
                 name="job_idempotency_key_unique",
                 condition=Q(idempotency_key__isnull=False),
+            ),
+            # One job per step, ever: advancing a workflow twice (a redelivered success) makes
+            # nothing. Also the index of a workflow's jobs (GET /workflows/{id}, the advance).
+            models.UniqueConstraint(
+                fields=["workflow", "position"],
+                name="job_workflow_position_unique",
+                condition=Q(workflow__isnull=False),
             ),
         ]
 
@@ -190,3 +210,69 @@ class JobBatch(models.Model):
 
     def __str__(self) -> str:
         return f"batch {self.idempotency_key} ({len(self.job_ids)} jobs)"
+
+
+class WorkflowStatus(models.TextChoices):
+    """Derived, never stored: from the step jobs and the cancel request (Workflow.status_of), so
+    that no end of a job (a worker, the reconciler, a user's cancel or retry of one step's job)
+    can leave it disagreeing with its steps."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Workflow(models.Model):
+    """A chain of catalogue job types: each step runs after the previous one succeeded, with its
+    result as `input` (jobs.services.workflows)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    step_count = models.PositiveSmallIntegerField()
+    submitted_by = models.CharField(max_length=100)
+    # NULL, not "", for "no key"; a key space of its own, apart from jobs' and batches'.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    request_hash = models.CharField(max_length=64, blank=True)
+    # Set by a cancel, cleared by a retry: a step that succeeds meanwhile starts no next one.
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"workflow {self.id} ({self.step_count} steps)"
+
+    def status_of(self, last_job: Job | None) -> WorkflowStatus:
+        """The status, given the job of the furthest step reached (each step has at most one)."""
+        if last_job is None or last_job.status not in FINAL_STATUSES:
+            return WorkflowStatus.RUNNING
+        if last_job.status == JobStatus.FAILED:
+            return WorkflowStatus.FAILED
+        if last_job.status == JobStatus.CANCELLED:
+            return WorkflowStatus.CANCELLED
+        if last_job.position == self.step_count:
+            return WorkflowStatus.SUCCEEDED
+        # A step succeeded and the next one was not made: only a cancel stops a chain there.
+        return WorkflowStatus.CANCELLED if self.cancelled_at else WorkflowStatus.RUNNING
+
+
+class WorkflowStep(models.Model):
+    """A step as submitted: its job type and arguments (without `input`, which the step's job
+    gets from the previous step's result)."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()  # 1-based
+    type = models.CharField(max_length=100)
+    args = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["workflow_id", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "position"], name="workflow_step_position_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"step {self.position} of {self.workflow_id}: {self.type}"

@@ -2,7 +2,8 @@
 
 saas_platform.lib.results_backend puts each result in its tenant's schema. For the tasks of
 catalogue job types this subclass also brings the Job row to its final state:
-- success: the Job row and the result row in one statement (jobs.services.transitions);
+- success: the Job row and the result row in one statement (jobs.services.transitions), and for
+  a workflow's step the next step's job in the same transaction (jobs.services.workflows);
 - failure or revocation written by Celery's main process (hard time limit, lost worker, revoked
   before running): the only record that the job ended that way, so the Job row follows (a
   conditional UPDATE: a no-op when the task already recorded its end).
@@ -23,6 +24,7 @@ from jobs.catalogue import catalogue
 from jobs.models import AttemptOutcome
 from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import job_record_ended_outside_task, job_succeed_with_result
+from jobs.services.workflows import WORKFLOW_STEP_ATTRIBUTE, workflow_step_succeed
 
 
 def _is_job(task_name: str | None) -> bool:
@@ -110,13 +112,24 @@ class JobResultsBackend(TenantDatabaseBackend):
             "children": self.current_task_children(request),
         }
         _, _, encoded_meta = self.encode_content(meta)
-        job_succeed_with_result(
-            job_id=str(request.args[0]),
-            task_id=task_id,
-            encoded_result=encoded,
-            content_type=content_type,
-            content_encoding=content_encoding,
-            encoded_meta=encoded_meta,
-            extended=self._get_extended_properties(request, None),
-        )
+
+        def record() -> bool:
+            return job_succeed_with_result(
+                job_id=str(request.args[0]),
+                task_id=task_id,
+                encoded_result=encoded,
+                content_type=content_type,
+                content_encoding=content_encoding,
+                encoded_meta=encoded_meta,
+                extended=self._get_extended_properties(request, None),
+            )
+
+        step = getattr(request, WORKFLOW_STEP_ATTRIBUTE, None)
+        if step is None:
+            record()
+        else:
+            # A workflow's step: its success and the next step's job in one transaction.
+            workflow_step_succeed(
+                workflow_id=step[0], position=step[1], record_success=record, result=result
+            )
         return encoded

@@ -5,7 +5,9 @@
 2. Run the job type with its validated arguments.
 3. Record the outcome: scheduled again for a retry after its backoff (the dispatcher sends it
    when due) while attempts remain, or failed for good. Success is recorded by the results
-   backend when it stores the result: the Job row and the result row in one statement.
+   backend when it stores the result: the Job row and the result row in one statement; a job
+   type with ignore_result has no result row, and the runner records its success itself.
+   A workflow's step makes the next step's job in the transaction that records its success.
 4. Either way, bill the attempt and free its concurrency slot (Redis, one round trip).
 """
 
@@ -19,8 +21,9 @@ from typing import Any
 
 import redis
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
+from kombu.utils.json import dumps as json_dumps
 from saas_platform.lib.db import connection
 from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.tenant_context import headers_tenant_id, tenant_activate
@@ -36,7 +39,9 @@ from jobs.services.transitions import (
     job_fail,
     job_report_progress,
     job_requeue_for_retry,
+    job_succeed_without_result_row,
 )
+from jobs.services.workflows import WORKFLOW_STEP_ATTRIBUTE, workflow_step_succeed
 from jobs.time_limits import JobTimeLimitExceeded, time_limit_enforced
 
 logger = logging.getLogger(__name__)
@@ -97,6 +102,10 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         raise task.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=None) from exc
     if claimed is None:
         raise Ignore()
+    if claimed.workflow_id is not None:
+        # Read by whoever records the success (the results backend, or _record_own_success):
+        # the next step is made in the same transaction.
+        setattr(task.request, WORKFLOW_STEP_ATTRIBUTE, (str(claimed.workflow_id), claimed.position))
     if claimed.attempts > claimed.max_attempts:
         # Only redeliveries after lost workers get here: each counted an attempt.
         message = f"gave up after {claimed.max_attempts} attempts (worker lost)"
@@ -116,6 +125,15 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         else:
             with time_limit_enforced(_hard_time_limit(task, job_type.time_limit_seconds)):
                 result = job_type.run(context, claimed.args)
+    except SoftTimeLimitExceeded:
+        # The job type's soft limit (prefork only), raised inside the job before the hard one.
+        job_fail(
+            job_id=job_id,
+            task_id=task_id,
+            error=f"soft time limit of {job_type.soft_time_limit_seconds} s exceeded",
+            outcome=AttemptOutcome.TIMED_OUT,
+        )
+        raise
     except JobTimeLimitExceeded:
         limit = _hard_time_limit(task, job_type.time_limit_seconds)
         # As a prefork pool's kill is recorded (jobs.results_backend): timed out, not retried.
@@ -157,7 +175,28 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         raise
     finally:
         _attempt_ended(connection.tenant.pk, task_id, time.monotonic() - began)
+    if job_type.ignore_result:
+        _record_own_success(task, job_id, task_id, result)
     return result
+
+
+def _record_own_success(task: Task, job_id: str, task_id: str, result: Any) -> None:  # type: ignore[type-arg]
+    """A job type with ignore_result: Celery does not call the results backend on success, so
+    the runner records it, on the Job row only (no django-celery-results row)."""
+    encoded = json_dumps(result)
+
+    def record() -> bool:
+        return job_succeed_without_result_row(
+            job_id=job_id, task_id=task_id, encoded_result=encoded
+        )
+
+    step = getattr(task.request, WORKFLOW_STEP_ATTRIBUTE, None)
+    if step is None:
+        record()
+    else:
+        workflow_step_succeed(
+            workflow_id=step[0], position=step[1], record_success=record, result=result
+        )
 
 
 def _announce_retry(tenant_id: int, queue: str, due: float) -> None:

@@ -20,7 +20,15 @@ from saas_platform.lib.tenant_context import active_tenant
 from saas_platform.lib.worker_liveness import queue_consumers
 
 from billing.limits import tenant_limits
-from jobs.models import AttemptCause, Job, JobAttempt, JobStatus
+from jobs.models import (
+    AttemptCause,
+    Job,
+    JobAttempt,
+    JobStatus,
+    Workflow,
+    WorkflowStatus,
+    WorkflowStep,
+)
 from jobs.services.dispatch import bucket_spec, inflight_key
 
 
@@ -219,3 +227,52 @@ def job_list(
     items = rows[:limit]
     next_cursor = cursor_encode(items[-1]) if len(rows) > limit else None
     return JobPage(items=items, next_cursor=next_cursor)
+
+
+def workflow_get(*, workflow_id: str) -> Workflow | None:
+    try:
+        key = uuid.UUID(workflow_id)
+    except ValueError:
+        return None  # not an id we could have issued: the same 404 as a missing one
+    return Workflow.objects.filter(id=key).first()
+
+
+@dataclass(frozen=True)
+class WorkflowStepView:
+    step: WorkflowStep
+    job: Job | None
+    # The job's status; before the step has a job, "pending" while the workflow runs and
+    # "cancelled" once it has ended: a step after a failed one never runs.
+    status: str
+
+
+@dataclass(frozen=True)
+class WorkflowDetail:
+    workflow: Workflow
+    status: WorkflowStatus
+    steps: list[WorkflowStepView]
+
+
+def workflow_get_with_steps(*, workflow_id: str) -> WorkflowDetail | None:
+    """The workflow, its steps in order and their jobs: three indexed queries."""
+    workflow = workflow_get(workflow_id=workflow_id)
+    if workflow is None:
+        return None
+    steps = list(WorkflowStep.objects.filter(workflow=workflow).order_by("position"))
+    # Every job of a workflow has a position (jobs.services.workflows).
+    jobs = {job.position or 0: job for job in Job.objects.filter(workflow=workflow)}
+    last = jobs[max(jobs)] if jobs else None
+    status = workflow.status_of(last)
+    pending = "pending" if status == WorkflowStatus.RUNNING else JobStatus.CANCELLED.value
+    return WorkflowDetail(
+        workflow=workflow,
+        status=status,
+        steps=[
+            WorkflowStepView(
+                step=step,
+                job=jobs.get(step.position),
+                status=jobs[step.position].status if step.position in jobs else pending,
+            )
+            for step in steps
+        ],
+    )

@@ -23,7 +23,11 @@ def _register(job_type: JobType) -> Task:  # type: ignore[type-arg]
 
     run.__name__ = run.__qualname__ = job_type.name.replace(".", "_")
     run.__doc__ = job_type.description
-    task: Task = shared_task(  # type: ignore[type-arg]
+    # The seed's task options, per job type. ignore_result: no result row on success (the runner
+    # records it on the Job row); the ends only Celery's main process sees (hard time limit, lost
+    # worker) are still stored, as they are how the Job row learns of them (jobs.results_backend).
+    # celery-types declares soft_time_limit as int, where Celery takes None for "no soft limit".
+    task: Task = shared_task(  # type: ignore[type-arg, call-overload]
         name=job_type.name,
         bind=True,
         queue=job_type.queue,
@@ -31,6 +35,9 @@ def _register(job_type: JobType) -> Task:  # type: ignore[type-arg]
         acks_late=True,
         reject_on_worker_lost=True,
         typing=False,
+        ignore_result=job_type.ignore_result,
+        store_errors_even_if_ignored=True,
+        soft_time_limit=job_type.soft_time_limit_seconds,
     )(run)
     return task
 

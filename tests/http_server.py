@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 class _Handler(BaseHTTPRequestHandler):
     """Routes: /echo, /status/<code>, /redirect?to=&code=, /loop, /big?bytes=, /slow?seconds=,
-    /drip?bytes=&interval=, /flaky?key=&failures=, /binary, /latin1."""
+    /drip?bytes=&interval=, /flaky?key=&failures=, /switch?key=, /binary, /latin1."""
 
     protocol_version = "HTTP/1.1"
     server: LocalServer
@@ -80,6 +80,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(503, b"try again")
             else:
                 self._reply(200, f"ok after {calls}".encode())
+        elif route == "/switch":
+            # 500 until the test sets server.switches[key] to another status.
+            code = self.server.switches.get(query["key"], 500)
+            self._reply(code, f"switch {query['key']}: {code}".encode())
         elif route == "/binary":
             self._reply(
                 200, b"\x00\x01\xffbin\x00ary", {"Content-Type": "application/octet-stream"}
@@ -104,6 +108,7 @@ class LocalServer(ThreadingHTTPServer):
             self.socket = ssl_context.wrap_socket(self.socket, server_side=True)
         self.requests: list[dict[str, Any]] = []
         self.counters: Counter[str] = Counter()
+        self.switches: dict[str, int] = {}
         self.lock = threading.Lock()
         self.port = self.server_address[1]
         self.scheme = "https" if ssl_context else "http"

@@ -212,3 +212,20 @@ def test_the_openapi_document_gives_the_429_its_retry_after_header(tenant_db, pa
     assert header["required"] is True
     assert header["schema"]["type"] == "integer"
     assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+
+
+def test_a_workflow_costs_a_token_per_step_and_its_replay_is_never_refused(hooli):
+    body = {
+        "steps": [
+            {"type": "demo.add", "args": {"x": 1, "y": 1}},
+            {"type": "demo.add", "args": {"y": 1}},
+        ]
+    }
+    key = {"Idempotency-Key": "workflow-replay"}
+    first = call("POST", "/workflows", key=hooli.key, body=body, headers=key)
+    assert first.status == 202, first.body
+    # Two steps took the burst of 2: the next workflow, or job, waits.
+    _assert_refused(call("POST", "/workflows", key=hooli.key, body=body))
+    _assert_refused(_submit(hooli))
+    replay = call("POST", "/workflows", key=hooli.key, body=body, headers=key)
+    assert (replay.status, replay.body["id"]) == (202, first.body["id"])

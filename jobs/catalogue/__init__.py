@@ -59,16 +59,70 @@ class JobType:
     # Valid arguments, for documentation and for tests that need a real submission of each type
     # (checked against the schema when the catalogue loads).
     examples: tuple[dict[str, Any], ...] = ()
+    # The seed's task options, per job type. A soft limit raises SoftTimeLimitExceeded inside
+    # the job (prefork only) before the hard limit kills it; None: no soft limit.
+    soft_time_limit_seconds: int | None = None
+    # No django-celery-results row: the runner records the outcome on the Job row itself (the
+    # result included), which stays the source of truth.
+    ignore_result: bool = False
+    # How long a result row is kept; None: the tenant plan's retention (jobs.maintenance).
+    result_expires_seconds: int | None = None
+    # Workflows (jobs.services.workflows). `result_schema`: what `run` returns, for type-checking
+    # a chain at submission; None: anything. `step_args_schema`: the arguments as a later step of
+    # a workflow, where `input` is the previous step's result; None: the type takes no input and
+    # can only be a workflow's first step.
+    result_schema: Mapping[str, Any] | None = None
+    step_args_schema: Mapping[str, Any] | None = None
     validator: Draft202012Validator = field(init=False, repr=False, compare=False)
+    step_validator: Draft202012Validator | None = field(init=False, repr=False, compare=False)
+    before_input_validator: Draft202012Validator | None = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         Draft202012Validator.check_schema(self.args_schema)
         object.__setattr__(self, "validator", Draft202012Validator(self.args_schema))
+        step_validator = before_input = None
+        if self.step_args_schema is not None:
+            Draft202012Validator.check_schema(self.step_args_schema)
+            if "input" not in self.step_args_schema.get("properties", {}):
+                raise ValueError(f"{self.name}: step_args_schema must describe `input`")
+            step_validator = Draft202012Validator(self.step_args_schema)
+            # The same, with `input` absent and not allowed: a step as submitted.
+            relaxed = dict(self.step_args_schema)
+            relaxed["properties"] = {**relaxed["properties"], "input": False}
+            relaxed["required"] = [n for n in relaxed.get("required", ()) if n != "input"]
+            before_input = Draft202012Validator(relaxed)
+        object.__setattr__(self, "step_validator", step_validator)
+        object.__setattr__(self, "before_input_validator", before_input)
+        if self.result_schema is not None:
+            Draft202012Validator.check_schema(self.result_schema)
+        if self.soft_time_limit_seconds is not None and not (
+            0 < self.soft_time_limit_seconds < self.time_limit_seconds
+        ):
+            raise ValueError(f"{self.name}: the soft time limit must be below the hard one")
         for example in self.examples:
             self.validate_args(example)
 
-    def validate_args(self, args: Any) -> dict[str, Any]:
-        errors = sorted(self.validator.iter_errors(args), key=lambda e: list(e.path))
+    @property
+    def input_schema(self) -> Mapping[str, Any] | None:
+        """The schema of the `input` this type accepts as a later workflow step, or None."""
+        if self.step_args_schema is None:
+            return None
+        schema: Mapping[str, Any] = self.step_args_schema["properties"]["input"]
+        return schema
+
+    def validate_args(self, args: Any, *, as_step: bool = False) -> dict[str, Any]:
+        """`as_step`: as a later workflow step, `input` included (step_args_schema)."""
+        return self._validate(self.step_validator if as_step else self.validator, args)
+
+    def _validate(self, validator: Draft202012Validator | None, args: Any) -> dict[str, Any]:
+        if validator is None:
+            raise JobArgsError(
+                f"{self.name} takes no input, so it can only be a workflow's first step.",
+                [{"path": "(root)", "message": "no step_args_schema"}],
+            )
+        errors = sorted(validator.iter_errors(args), key=lambda e: list(e.path))
         if errors:
             details = [
                 {"path": "/".join(str(p) for p in error.path) or "(root)", "message": error.message}
@@ -82,6 +136,12 @@ class JobType:
             )
         assert isinstance(args, dict)  # every catalogue schema has "type": "object"
         return args
+
+    def validate_step_args_before_input(self, args: Any) -> dict[str, Any]:
+        """A later workflow step's arguments as submitted, before its `input` exists: checked
+        against step_args_schema with `input` left out (its type is checked against the previous
+        step's result_schema instead: jobs.services.workflows)."""
+        return self._validate(self.before_input_validator, args)
 
     def retry_countdown(self, attempt: int) -> float:
         return float(

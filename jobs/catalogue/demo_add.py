@@ -1,4 +1,5 @@
-"""demo.add: x + y, optionally after a pause (the seed's `add` task)."""
+"""demo.add: x + y, optionally after a pause (the seed's `add` task). As a later step of a
+workflow x may be left out: it is then the previous step's result (`input`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from jobs.catalogue import JobContext, JobType
 def run(context: JobContext, args: dict[str, Any]) -> float | int:
     if args.get("sleep_ms"):
         time.sleep(args["sleep_ms"] / 1000)
-    result: float | int = args["x"] + args["y"]
+    # As a later workflow step, a left-out x is the previous step's result.
+    x = args["x"] if "x" in args else args["input"]
+    result: float | int = x + args["y"]
     return result
 
+
+_NUMBER = {"type": "number", "minimum": -1e15, "maximum": 1e15}
+_SLEEP_MS = {"type": "integer", "minimum": 0, "maximum": 60_000}
 
 JOB_TYPE = JobType(
     name="demo.add",
@@ -21,11 +27,24 @@ JOB_TYPE = JobType(
     args_schema={
         "type": "object",
         "properties": {
-            "x": {"type": "number", "minimum": -1e15, "maximum": 1e15},
-            "y": {"type": "number", "minimum": -1e15, "maximum": 1e15},
-            "sleep_ms": {"type": "integer", "minimum": 0, "maximum": 60_000},
+            "x": _NUMBER,
+            "y": _NUMBER,
+            "sleep_ms": _SLEEP_MS,
         },
         "required": ["x", "y"],
+        "additionalProperties": False,
+    },
+    result_schema={"type": "number"},
+    step_args_schema={
+        "type": "object",
+        "properties": {
+            "x": _NUMBER,
+            "y": _NUMBER,
+            "sleep_ms": _SLEEP_MS,
+            # Any number: a sum of two steps may exceed the bounds of x.
+            "input": {"type": "number"},
+        },
+        "required": ["y", "input"],
         "additionalProperties": False,
     },
     run=run,

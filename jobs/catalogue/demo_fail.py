@@ -25,6 +25,13 @@ JOB_TYPE = JobType(
         "additionalProperties": False,
     },
     run=run,
+    # Accepts any previous result as a later workflow step (and fails all the same).
+    step_args_schema={
+        "type": "object",
+        "properties": {"message": {"type": "string", "maxLength": 1000}, "input": {}},
+        "required": ["message", "input"],
+        "additionalProperties": False,
+    },
     max_attempts=3,
     retry_backoff_seconds=0.5,
     examples=({"message": ""}, {"message": "boom ✓ \U0001f600"}),

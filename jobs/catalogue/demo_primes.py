@@ -38,5 +38,12 @@ JOB_TYPE = JobType(
     run=run,
     queue="heavy",
     time_limit_seconds=1800,
+    # Raised inside the job a minute before the hard limit kills its process (prefork): the
+    # attempt is recorded timed_out by the runner, not by the main process after a kill.
+    soft_time_limit_seconds=1740,
+    result_schema={
+        "type": "object",
+        "properties": {"below": {"type": "integer"}, "primes": {"type": "integer"}},
+    },
     examples=({"below": 2}, {"below": 1000}),
 )

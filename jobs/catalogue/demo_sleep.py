@@ -31,5 +31,6 @@ JOB_TYPE = JobType(
     },
     run=run,
     time_limit_seconds=3700,
+    result_schema={"type": "object", "properties": {"slept_seconds": {"type": "number"}}},
     examples=({"seconds": 0}, {"seconds": 3600}, {"seconds": 0.25}),
 )

@@ -7,6 +7,7 @@ requests, bad certificates, redirect loops; trying again cannot change those ans
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 from saas_platform.lib import outbound_http
@@ -59,13 +60,21 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
+def _body(args: dict[str, Any]) -> str | None:
+    # As a later workflow step without a body of its own, it sends the previous step's result.
+    if "body" in args or "input" not in args:
+        body: str | None = args.get("body")
+        return body
+    return json.dumps(args["input"])
+
+
 def run(context: JobContext, args: dict[str, Any]) -> dict[str, Any]:
     try:
         response = outbound_http.request(
             args["method"],
             args["url"],
             headers=args.get("headers"),
-            body=args.get("body"),
+            body=_body(args),
             timeout=float(args.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS)),
             max_body_bytes=RESULT_BODY_BYTES,
         )
@@ -93,6 +102,33 @@ def run(context: JobContext, args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_ARGS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "method": {"type": "string", "enum": list(METHODS)},
+        "url": {
+            "type": "string",
+            "format": "uri",
+            "maxLength": MAX_URL_LENGTH,
+            "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\x00-\\x20\\x7f]+$",
+        },
+        "headers": {
+            "type": "object",
+            "maxProperties": MAX_HEADERS,
+            "propertyNames": {"pattern": HEADER_NAME_PATTERN},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": MAX_HEADER_VALUE_LENGTH,
+                "pattern": HEADER_VALUE_PATTERN,
+            },
+        },
+        "body": {"type": "string", "maxLength": MAX_BODY_LENGTH},
+        "timeout_seconds": {"type": "number", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS},
+    },
+    "required": ["method", "url"],
+    "additionalProperties": False,
+}
+
 JOB_TYPE = JobType(
     name="http.request",
     description=(
@@ -101,31 +137,22 @@ JOB_TYPE = JobType(
         "Private, loopback and other internal addresses are refused unless the operator "
         "allows them; up to 5 redirects are followed, each one checked."
     ),
-    args_schema={
+    args_schema=_ARGS_SCHEMA,
+    result_schema={
         "type": "object",
         "properties": {
-            "method": {"type": "string", "enum": list(METHODS)},
-            "url": {
-                "type": "string",
-                "format": "uri",
-                "maxLength": MAX_URL_LENGTH,
-                "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\x00-\\x20\\x7f]+$",
-            },
-            "headers": {
-                "type": "object",
-                "maxProperties": MAX_HEADERS,
-                "propertyNames": {"pattern": HEADER_NAME_PATTERN},
-                "additionalProperties": {
-                    "type": "string",
-                    "maxLength": MAX_HEADER_VALUE_LENGTH,
-                    "pattern": HEADER_VALUE_PATTERN,
-                },
-            },
-            "body": {"type": "string", "maxLength": MAX_BODY_LENGTH},
-            "timeout_seconds": {"type": "number", "minimum": 1, "maximum": MAX_TIMEOUT_SECONDS},
+            "status_code": {"type": "integer"},
+            "headers": {"type": "object"},
+            "body": {"type": "string"},
+            "body_truncated": {"type": "boolean"},
+            "elapsed_ms": {"type": "integer"},
         },
-        "required": ["method", "url"],
-        "additionalProperties": False,
+    },
+    # As a later workflow step: any previous result, sent as JSON when `body` is left out.
+    step_args_schema={
+        **_ARGS_SCHEMA,
+        "properties": {**_ARGS_SCHEMA["properties"], "input": {}},
+        "required": ["method", "url", "input"],
     },
     run=run,
     # Room for the longest timeout plus name resolution and TLS.

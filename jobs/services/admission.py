@@ -24,7 +24,7 @@ from saas_platform.lib.rate_buckets import BucketSpec, bucket_take
 from saas_platform.lib.state_redis import state_key
 
 from billing.limits import Rate, tenant_limits
-from jobs.models import Job, JobBatch
+from jobs.models import Job, JobBatch, Workflow
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,12 @@ def submit_bucket(tenant_id: int, rate: Rate) -> BucketSpec:
 
 
 def submission_admit(
-    *, tenant_id: int, jobs: int = 1, idempotency_key: str | None = None, batch: bool = False
+    *,
+    tenant_id: int,
+    jobs: int = 1,
+    idempotency_key: str | None = None,
+    batch: bool = False,
+    workflow: bool = False,
 ) -> None:
     """Take `jobs` tokens from the tenant's submit bucket, or raise SubmitRateExceeded.
 
@@ -63,14 +68,14 @@ def submission_admit(
         return
     if take.granted:
         return
-    if idempotency_key is not None and _stored(idempotency_key, batch=batch):
+    if idempotency_key is not None and _stored(idempotency_key, batch=batch, workflow=workflow):
         return
     # Whole seconds (the header's unit), rounded up so that a client waiting that long finds the
     # tokens there; at least 1, since 0 would invite an immediate retry.
     raise SubmitRateExceeded(retry_after=max(1, math.ceil(take.ready_in)), rate=rate, wanted=jobs)
 
 
-def _stored(idempotency_key: str, *, batch: bool) -> bool:
-    # Batches' keys are apart from single jobs' (README, "Idempotency").
-    model = JobBatch if batch else Job
+def _stored(idempotency_key: str, *, batch: bool, workflow: bool) -> bool:
+    # Batches' and workflows' keys are apart from single jobs' (README, "Idempotency").
+    model: type[Job | JobBatch | Workflow] = Workflow if workflow else JobBatch if batch else Job
     return model.objects.filter(idempotency_key=idempotency_key).exists()

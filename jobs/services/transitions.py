@@ -47,6 +47,9 @@ class ClaimedJob:
     args: dict[str, Any]
     attempts: int
     max_attempts: int
+    # Set for a workflow's step: its success advances the workflow in the same transaction.
+    workflow_id: uuid.UUID | None = None
+    position: int | None = None
 
 
 # One round trip: claim the job for this attempt, record the attempt, and read what is needed to
@@ -71,7 +74,7 @@ WITH claimed AS (
      WHERE id = %(job_id)s AND task_id = %(task_id)s
        AND (status = 'queued' OR (status = 'running' AND %(redelivered)s))
     RETURNING id, task_id, type, args, attempts, max_attempts, worker, attempt_cause, queued_at,
-              started_at
+              started_at, workflow_id, position
 ), lost AS (
     UPDATE jobs_jobattempt AS a
        SET outcome = 'lost', finished_at = claimed.started_at,
@@ -86,7 +89,7 @@ WITH claimed AS (
            started_at, '', ''
       FROM claimed
 )
-SELECT type, args, attempts, max_attempts FROM claimed
+SELECT type, args, attempts, max_attempts, workflow_id, position FROM claimed
 """
 _REDELIVERED_ERROR = "worker lost: the broker redelivered the message to another attempt"
 
@@ -116,12 +119,19 @@ def job_claim(
         row = cursor.fetchone()
     if row is None:
         return None
-    job_type, args, attempts, max_attempts = row
+    job_type, args, attempts, max_attempts, workflow_id, position = row
     if isinstance(args, str):
         # Django registers psycopg's jsonb loader as text (JSONField decodes it), so raw SQL sees
         # the JSON document as a string.
         args = json.loads(args)
-    return ClaimedJob(type=job_type, args=args, attempts=attempts, max_attempts=max_attempts)
+    return ClaimedJob(
+        type=job_type,
+        args=args,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        workflow_id=workflow_id,
+        position=position,
+    )
 
 
 def _ending_attempt(job_update: str) -> str:
@@ -304,6 +314,7 @@ ON CONFLICT (task_id) DO UPDATE SET
     status = EXCLUDED.status, worker = EXCLUDED.worker, content_type = EXCLUDED.content_type,
     content_encoding = EXCLUDED.content_encoding, result = EXCLUDED.result,
     date_done = EXCLUDED.date_done, traceback = EXCLUDED.traceback, meta = EXCLUDED.meta
+RETURNING (SELECT id FROM done)
 """
 
 
@@ -316,8 +327,9 @@ def job_succeed_with_result(
     content_encoding: str,
     encoded_meta: str,
     extended: dict[str, Any],
-) -> None:
-    """`encoded_result` is the JSON text Celery's result serializer produced (also valid jsonb)."""
+) -> bool:
+    """`encoded_result` is the JSON text Celery's result serializer produced (also valid jsonb).
+    Returns whether the job took the success (False: it had ended or moved on meanwhile)."""
     with connection.cursor() as cursor:
         cursor.execute(
             _SUCCESS_SQL,
@@ -336,6 +348,8 @@ def job_succeed_with_result(
                 "claimer": _claimer(),
             },
         )
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 class JobStateError(JobSubmitError):
@@ -443,4 +457,24 @@ def job_requeue_rescued(*, job_id: str, task_id: str, worker: str, reason: str) 
         {"job_id": job_id, "task_id": task_id, "worker": worker},
         outcome=AttemptOutcome.LOST,
         error=reason,
+    )
+
+
+# The success of a job type with ignore_result (the seed's option): the Job row (the result
+# included) and its attempt, with no django-celery-results row. The runner records it itself:
+# Celery does not call the results backend for such a task.
+_SUCCESS_WITHOUT_RESULT_ROW_SQL = _ending_attempt("""
+    UPDATE jobs_job
+       SET status = 'succeeded', result = %(result)s::jsonb, error = '', finished_at = now()
+     WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
+    RETURNING id""")
+
+
+def job_succeed_without_result_row(*, job_id: str, task_id: str, encoded_result: str) -> bool:
+    """Returns whether the job took the success, as job_succeed_with_result."""
+    return _execute_ending(
+        _SUCCESS_WITHOUT_RESULT_ROW_SQL,
+        {"job_id": job_id, "task_id": task_id, "result": encoded_result},
+        outcome=AttemptOutcome.SUCCEEDED,
+        error="",
     )

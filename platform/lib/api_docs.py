@@ -45,18 +45,19 @@ ERROR_RESPONSES: dict[int, dict[str, Any]] = {
         "description": "The key lacks the scope this operation needs, or the tenant is suspended."
     },
     404: {
-        "description": "Not found: no tenant lives at this host, or (for a job) there is no such "
-        "job; another tenant's jobs are not found either."
+        "description": "Not found: no tenant lives at this host, or (for a job or a workflow) "
+        "there is no such job or workflow; another tenant's are not found either."
     },
     409: {
         "description": "A conflict: the Idempotency-Key was used before with a different body, "
-        "or the job's state does not allow this."
+        "or the job's (the workflow's) state does not allow this."
     },
     413: {"description": f"The request body is larger than {MAX_BODY_BYTES} bytes."},
     422: {
         "description": "Valid JSON with invalid values: an unknown or missing field, a value out "
         "of range, an unknown job type, args that do not fit the job type's schema, a cursor the "
-        "API did not return."
+        "API did not return; for a workflow, a step that cannot follow the one before it "
+        "(`details.step` names it)."
     },
     429: {
         "description": "Over the tenant's submission rate or monthly job quota; nothing was "
