@@ -467,6 +467,7 @@ _SUCCESS_WITHOUT_RESULT_ROW_SQL = _ending_attempt("""
     UPDATE jobs_job
        SET status = 'succeeded', result = %(result)s::jsonb, error = '', finished_at = now()
      WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
+       AND worker = %(claimer)s
     RETURNING id""")
 
 
@@ -474,7 +475,7 @@ def job_succeed_without_result_row(*, job_id: str, task_id: str, encoded_result:
     """Returns whether the job took the success, as job_succeed_with_result."""
     return _execute_ending(
         _SUCCESS_WITHOUT_RESULT_ROW_SQL,
-        {"job_id": job_id, "task_id": task_id, "result": encoded_result},
+        {"job_id": job_id, "task_id": task_id, "result": encoded_result, "claimer": _claimer()},
         outcome=AttemptOutcome.SUCCEEDED,
         error="",
     )
