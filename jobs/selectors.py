@@ -238,7 +238,10 @@ def job_list(
     queryset = job_filtered(filters).order_by("-created_at", "-id")
     if cursor:
         created_at, job_id = cursor_decode(cursor)
-        queryset = queryset.filter(
+        # The plain bound on created_at is what lets the index scan start at the cursor: with
+        # the OR alone PostgreSQL walked job_newest_idx from the newest row and filtered, so
+        # a page 900,000 rows deep took 1.4 s (bench.portal); now it costs what the first does.
+        queryset = queryset.filter(created_at__lte=created_at).filter(
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=job_id)
         )
     rows = list(queryset[: limit + 1])

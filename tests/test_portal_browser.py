@@ -46,6 +46,8 @@ def assert_not_reloaded(page: BrowserPage) -> None:
 
 def test_an_admin_signs_in_and_every_page_is_accessible(web, page):
     origin = web.origin(ACME)
+    page.page.goto(f"{origin}/password/reset/")
+    assert_accessible(page)
     sign_in(page, origin, "alice@acme.example")
     assert page.page.locator("h1", has_text="Dashboard").is_visible()
     # The chart library drew its canvas (vendored uPlot, served by WhiteNoise).
@@ -86,13 +88,22 @@ def test_a_demo_add_submitted_from_the_form_reaches_succeeded_without_a_reload(
     assert_accessible(page)
     page.screenshot("demo-add-succeeded")
 
-    # The list shows it too, and its row updates in place while jobs are unfinished.
+    # The list updates in place too: a slower job's row turns succeeded while the page stays.
+    page.page.goto(f"{origin}/submit/demo.add/")
+    page.page.fill("#arg-x", "1")
+    page.page.fill("#arg-y", "1")
+    page.page.fill("#arg-sleep_ms", "3000")
+    page.page.click("form.submit-form button[type=submit]")
+    page.page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}/$"))
+    slow_id = page.page.url.rstrip("/").split("/")[-1]
     page.page.goto(f"{origin}/jobs/?type=demo.add")
-    job_id = page.page.url and page.page.locator("tbody#job-rows tr").first.get_attribute(
-        "data-job-id"
-    )
-    assert job_id
+    mark_no_reload(page)
+    row = page.page.locator(f"tr[data-job-id='{slow_id}']")
+    assert "succeeded" not in row.inner_text()
+    row.locator(".status", has_text="succeeded").wait_for(timeout=FINAL_WAIT_MS)
+    assert_not_reloaded(page)
     assert_accessible(page)
+    page.screenshot("jobs-list-live")
 
 
 def test_retrying_a_failed_demo_fail_adds_new_attempts_under_the_old_ones(

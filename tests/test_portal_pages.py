@@ -264,6 +264,8 @@ def test_globex_objects_are_404_on_acme_and_their_forms_change_nothing(actors):
     client = portal_client(ACME, "alice@acme.example")
     for path in [f"/jobs/{globex_job.id}/", f"/submit/demo.add/?from={globex_job.id}"]:
         assert client.get(path).status_code == 404, path
+        # htmx's polling asks the same URLs for their live part: the same 404.
+        assert client.get(path, headers={"HX-Request": "true"}).status_code == 404, path
     for path in [
         f"/jobs/{globex_job.id}/cancel/",
         f"/jobs/{globex_job.id}/retry/",

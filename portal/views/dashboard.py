@@ -15,7 +15,7 @@ def home(request: HttpRequest) -> HttpResponse:
 @portal_page()
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     tenant = host_tenant(request)
-    figures = selectors.day_figures()
+    figures = selectors.day_figures_cached(tenant.pk)
     running = selectors.running_jobs()
     chart = {
         # Unix seconds, as uPlot's time axis wants them.
@@ -34,7 +34,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
             zip(figures.hours, figures.hourly_succeeded, figures.hourly_failed, strict=True)
         ),
         "running": running,
-        "waiting": selectors.waiting_jobs(),
+        "waiting": selectors.waiting_jobs_cached(tenant.pk),
         "failures": selectors.recent_failures(),
         "limits": selectors.nearest_limits(tenant.pk),
     }

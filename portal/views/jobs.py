@@ -84,6 +84,7 @@ def job_list_view(request: HtmxHttpRequest) -> HttpResponse:
             else None
         ),
         "bulk_limit": BULK_LIMIT,
+        "job_base": reverse("portal:jobs"),
     }
     template = "portal/jobs/_job_rows.html" if request.htmx else "portal/jobs/list.html"
     return _varies_by_htmx(render(request, template, context, status=status))
