@@ -38,7 +38,7 @@ LINT_ENV := DEBUG=true DATABASE_URL=postgres://lint/lint REDIS_URL=redis://lint:
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(LINT_ENV) $(BIN)/mypy -p saas_platform -p tenants -p jobs -p billing
+	$(LINT_ENV) $(BIN)/mypy -p saas_platform -p portal -p tenants -p jobs -p billing
 
 format: install
 	$(BIN)/ruff check --fix .

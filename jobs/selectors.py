@@ -10,8 +10,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.postgres.expressions import ArraySubquery
-from django.db.models import OuterRef, Q, QuerySet
-from django.db.models.functions import JSONObject
+from django.db.models import OuterRef, Q, QuerySet, TextField
+from django.db.models.functions import Cast, JSONObject
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from saas_platform.lib.rate_buckets import bucket_peek
@@ -205,22 +205,59 @@ class JobPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True)
+class JobFilters:
+    """What the API's and the portal's job lists can narrow by (all optional)."""
+
+    status: str | None = None
+    job_type: str | None = None
+    submitted_by: str | None = None
+    schedule_id: int | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    # A substring of the arguments as JSON text. Not indexed: it only narrows what the other
+    # filters and the keyset already bound, and a page stops at `limit` matches.
+    args_contain: str | None = None
+
+
+def job_filtered(filters: JobFilters) -> QuerySet[Job]:
+    queryset: QuerySet[Job] = Job.objects.all()
+    if filters.status:
+        queryset = queryset.filter(status=filters.status)
+    if filters.job_type:
+        queryset = queryset.filter(type=filters.job_type)
+    if filters.submitted_by:
+        queryset = queryset.filter(submitted_by=filters.submitted_by)
+    if filters.schedule_id is not None:
+        queryset = queryset.filter(schedule_id=filters.schedule_id)
+    if filters.created_after is not None:
+        queryset = queryset.filter(created_at__gte=filters.created_after)
+    if filters.created_before is not None:
+        queryset = queryset.filter(created_at__lt=filters.created_before)
+    if filters.args_contain:
+        queryset = queryset.annotate(args_text=Cast("args", TextField())).filter(
+            args_text__icontains=filters.args_contain
+        )
+    return queryset
+
+
 def job_list(
     *,
     status: str | None = None,
     job_type: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    filters: JobFilters | None = None,
 ) -> JobPage:
     """Newest first, by (created_at, id), so pages are stable while new jobs arrive."""
-    queryset: QuerySet[Job] = Job.objects.order_by("-created_at", "-id")
-    if status:
-        queryset = queryset.filter(status=status)
-    if job_type:
-        queryset = queryset.filter(type=job_type)
+    filters = filters or JobFilters(status=status, job_type=job_type)
+    queryset = job_filtered(filters).order_by("-created_at", "-id")
     if cursor:
         created_at, job_id = cursor_decode(cursor)
-        queryset = queryset.filter(
+        # The plain bound on created_at is what lets the index scan start at the cursor: with
+        # the OR alone PostgreSQL walked job_newest_idx from the newest row and filtered, so
+        # a page 900,000 rows deep took 1.4 s (bench.portal); now it costs what the first does.
+        queryset = queryset.filter(created_at__lte=created_at).filter(
             Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=job_id)
         )
     rows = list(queryset[: limit + 1])

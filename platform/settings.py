@@ -50,6 +50,11 @@ SHARED_APPS = [
     # Swagger UI when "ninja" is an installed app, and from a CDN otherwise (no models).
     "ninja",
     "django_celery_beat",
+    # htmx as a static file (the portal's live updates); no models.
+    "django_htmx",
+    # The tenant portal's pages, templates and static files; no models of its own (tenant users
+    # are auth's, in each tenant's schema).
+    "portal",
 ]
 # django_celery_results is only here: a result written without an active tenant has no table to
 # land in and fails loudly instead of leaking into the public schema.
@@ -89,6 +94,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.htmx, so a view can answer a partial to htmx and a whole page to everyone else.
+    "django_htmx.middleware.HtmxMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -229,6 +236,22 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# The portal's sign-in page (the operator admin on the public host has its own).
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:dashboard"
+# Host-only cookies (no Domain attribute), said out loud because the portal depends on it: a
+# session or CSRF cookie set on acme.localhost is never sent to globex.localhost. Setting either
+# to ".<BASE_DOMAIN>" would hand one tenant's session to every tenant's host.
+SESSION_COOKIE_DOMAIN = None
+CSRF_COOKIE_DOMAIN = None
+SESSION_COOKIE_SAMESITE = "Lax"
+# Invitation and password-reset links stay valid this long (one use: setting a password
+# invalidates them).
+PASSWORD_RESET_TIMEOUT = env_int("PASSWORD_RESET_TIMEOUT", 3 * 24 * 3600, minimum=60)
+# Failed sign-ins allowed per account and per address (per tenant) within the window.
+PORTAL_LOGIN_FAILURES_PER_ACCOUNT = env_int("PORTAL_LOGIN_FAILURES_PER_ACCOUNT", 5, minimum=1)
+PORTAL_LOGIN_FAILURES_PER_ADDRESS = env_int("PORTAL_LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
+PORTAL_LOGIN_WINDOW_SECONDS = env_int("PORTAL_LOGIN_WINDOW_SECONDS", 15 * 60, minimum=1)
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from django.urls import URLPattern, URLResolver, path
+from django.urls import URLPattern, URLResolver, include, path
 from saas_platform.api import api
 from saas_platform.views import healthz
 
 urlpatterns: list[URLPattern | URLResolver] = [
     path("healthz", healthz, name="healthz"),
     path("api/v1/", api.urls),
+    path("", include("portal.urls")),
 ]
