@@ -142,6 +142,8 @@ class UsageDay(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "day"], name="usage_day_unique"),
         ]
+        # Retention and other periodic work: the tenants counted since a day.
+        indexes = [models.Index(fields=["day", "tenant"], name="usage_day_recent")]
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.day}"

@@ -102,15 +102,17 @@ def _parse_member(member: str) -> tuple[int, date] | None:
 
 def _dirty_batches(batch_size: int) -> Iterator[list[str]]:
     # SSCAN, not SMEMBERS: a large set is read in steps. A member may come twice (SSCAN's
-    # promise), which a roll-up survives by construction.
-    batch: list[str] = []
+    # promise, made likely by our own SREMs shrinking the set mid-scan): twice in one batch
+    # would upsert a row twice in one statement, which PostgreSQL refuses, so a batch holds a
+    # member once; twice in two batches is harmless (the second copy writes nothing).
+    batch: dict[str, None] = {}
     for raw in state_redis().sscan_iter(dirty_key(), count=batch_size):
-        batch.append(raw.decode() if isinstance(raw, bytes) else str(raw))
+        batch[raw.decode() if isinstance(raw, bytes) else str(raw)] = None
         if len(batch) >= batch_size:
-            yield batch
-            batch = []
+            yield list(batch)
+            batch = {}
     if batch:
-        yield batch
+        yield list(batch)
 
 
 def _read(members: Sequence[str]) -> tuple[list[DayCounters], list[str]]:

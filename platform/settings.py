@@ -228,6 +228,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "billing.usage_rollup": {"task": "billing.usage_rollup", "schedule": 60.0},
     # Drafts refreshed, closed months made final (billing.invoices).
     "billing.invoices_close": {"task": "billing.invoices_close", "schedule": 3600.0},
+    # Finished jobs past their plan's retention deleted per tenant, in batches (jobs.retention).
+    "jobs.retention_sweep": {"task": "jobs.retention_sweep", "schedule": 3600.0},
 }
 
 # --- Billing --------------------------------------------------------------------------------------

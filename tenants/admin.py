@@ -1,16 +1,26 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from tenants.audit import audit_admin_action, snapshot
 from tenants.models import ApiKey, AuditEntry, Domain, Tenant
-from tenants.services import apikey_revoke, tenant_set_active
+from tenants.services import (
+    TenantDeletionError,
+    apikey_revoke,
+    tenant_delete_schedule,
+    tenant_delete_undo,
+    tenant_set_active,
+)
 
 _M = TypeVar("_M", bound=Model)
+# The admin's deletion keeps the schema this long (tenant_delete --retention-days for others).
+DELETION_RETENTION = timedelta(days=30)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[_M]):
@@ -33,11 +43,12 @@ class DomainInline(admin.TabularInline[Domain, Tenant]):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin[Tenant]):
-    list_display = ["schema_name", "name", "is_active", "created_at"]
+    list_display = ["schema_name", "name", "is_active", "deletion_due_at", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["schema_name", "name"]
     inlines = [DomainInline]
-    actions = ["suspend", "resume"]
+    actions = ["suspend", "resume", "schedule_deletion", "undo_deletion"]
+    readonly_fields = ["deletion_due_at", "purged_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Tenant]:
         return super().get_queryset(request).filter(is_template=False)
@@ -49,6 +60,40 @@ class TenantAdmin(admin.ModelAdmin[Tenant]):
     @admin.action(description="Resume: held jobs run again")
     def resume(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
         self._set_active(request, queryset, active=True)
+
+    @admin.action(description="Delete: suspend now, drop the schema in 30 days (undoable)")
+    def schedule_deletion(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        def schedule(tenant: Tenant) -> Tenant:
+            return tenant_delete_schedule(tenant=tenant, retention=DELETION_RETENTION)
+
+        self._each(request, queryset, "deletion scheduled", schedule)
+
+    @admin.action(description="Undo a scheduled deletion (and resume)")
+    def undo_deletion(self, request: HttpRequest, queryset: QuerySet[Tenant]) -> None:
+        def undo(tenant: Tenant) -> Tenant:
+            return tenant_delete_undo(tenant=tenant)
+
+        self._each(request, queryset, "deletion undone", undo)
+
+    def _each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Tenant],
+        verb: str,
+        change: Callable[[Tenant], Tenant],
+    ) -> None:
+        done = 0
+        for tenant in queryset:
+            before = snapshot(tenant)
+            try:
+                change(tenant)
+            except TenantDeletionError as exc:
+                self.message_user(request, str(exc), level=messages.WARNING)
+                continue
+            after = snapshot(tenant)
+            audit_admin_action(request, action=verb, obj=tenant, before=before, after=after)
+            done += 1
+        self.message_user(request, f"{done} tenant(s): {verb}.")
 
     def _set_active(
         self, request: HttpRequest, queryset: QuerySet[Tenant], *, active: bool

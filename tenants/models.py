@@ -58,6 +58,15 @@ class Tenant(TenantMixin):
     # The template schema new tenants are cloned from; never routed, never billed.
     is_template = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Deletion (tenants.services.tenant_delete_schedule): suspended at once, the schema dropped
+    # once the retention period is over (tenant_purge); until then it can be undone. The row
+    # stays after the purge: invoices and the audit log still name it.
+    deletion_due_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When its schema will be dropped."
+    )
+    purged_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When its schema was dropped."
+    )
 
     class Meta:
         ordering = ["schema_name"]

@@ -170,3 +170,21 @@ def test_the_admin_downloads_an_invoice_as_csv_pdf_and_a_printable_page(billed, 
     from django.test import Client
 
     assert Client(HTTP_HOST="localhost").get(f"{base}/csv/").status_code == 302
+
+
+def test_invoice_close_the_command_closes_as_of_a_time_and_refuses_a_bad_one(billed):
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    Tenant.objects.filter(pk=billed.pk).update(created_at=datetime(2002, 12, 1, tzinfo=UTC))
+    out = io.StringIO()
+    call_command("invoice_close", "--at", "2003-02-05T00:00:00+00:00", stdout=out)
+    assert "made final" in out.getvalue()
+    invoice = Invoice.objects.get(tenant=billed, period_start=date(2003, 1, 1))
+    assert invoice.is_final
+    assert invoice.total_cents == 4900
+    for bad in ("yesterday", "2003-02-05T00:00:00"):
+        with pytest.raises(CommandError):
+            call_command("invoice_close", "--at", bad)

@@ -179,3 +179,26 @@ def test_metering_off_counts_nothing(tenant_db, settings: Any):
     settings.BILLING_METERING = False
     usage_count(tenant_id=tenant_db.acme.pk, jobs=5, at=_at(day))
     assert not state_redis().exists(day_key(tenant_db.acme.pk, day))
+
+
+def test_a_member_read_twice_in_one_batch_is_rolled_up_once(tenant_db, monkeypatch):
+    """SSCAN may return a member twice (the roll-up's own SREMs shrink the set mid-scan); the
+    same row twice in one upsert is an error in PostgreSQL, so a batch holds it once."""
+    from billing import rollup
+
+    tenant = tenant_db.acme
+    day = date(2006, 7, 8)
+    _clear(tenant.pk, [day])
+    usage_count(tenant_id=tenant.pk, jobs=4, at=_at(day))
+    member = f"{tenant.pk}:{day.isoformat()}"
+    real = state_redis().sscan_iter
+
+    def twice(key: str, count: int | None = None) -> Any:
+        for raw in real(key, count=count):
+            yield raw
+            yield raw
+
+    monkeypatch.setattr(state_redis(), "sscan_iter", twice)
+    rollup.usage_rollup(batch_size=50)
+    assert UsageDay.objects.get(tenant=tenant, day=day).jobs == 4
+    assert member not in _dirty(tenant.pk, [day])

@@ -79,4 +79,8 @@ class Migration(migrations.Migration):
                 fields=("tenant", "month"), name="usage_month_unique"
             ),
         ),
+        migrations.AddIndex(
+            model_name="usageday",
+            index=models.Index(fields=["day", "tenant"], name="usage_day_recent"),
+        ),
     ]
