@@ -1,4 +1,5 @@
-"""Plans and each tenant's subscription and limit overrides, for operators (public host).
+"""Plans, each tenant's subscription and limit overrides, usage and invoices, for operators
+(public host).
 
 Limits are read through billing.limits, whose answers are cached per process for
 LIMITS_CACHE_SECONDS: a change made here is in force everywhere within that, as the pages say.
@@ -10,14 +11,21 @@ from collections.abc import Iterable
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models import F, FloatField, QuerySet
+from django.db.models.functions import Cast
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+from django.template.loader import render_to_string
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 
+from billing.invoices import InvoiceFinal, invoice_csv, invoice_draft, money
 from billing.limits import LIMITS_CACHE_SECONDS
-from billing.models import Plan, RateOverride, Subscription
-from tenants.admin import TenantAdmin
+from billing.models import Invoice, InvoiceLine, Plan, RateOverride, Subscription, UsageMonth
+from tenants.admin import ReadOnlyAdmin, TenantAdmin
 from tenants.models import Tenant
 
 IN_FORCE = f"A change is in force in every process within {LIMITS_CACHE_SECONDS:g} seconds."
@@ -93,6 +101,13 @@ class PlanAdmin(admin.ModelAdmin[Plan]):
             "Schedules and retention",
             {"fields": ["max_schedules", "min_interval_seconds", "retention_days"]},
         ),
+        (
+            "Price",
+            {
+                "description": "In cents. Drafts use the price in force; finals keep theirs.",
+                "fields": ["price_cents", "overage_cents_per_1000_jobs"],
+            },
+        ),
     ]
 
 
@@ -165,3 +180,192 @@ class TenantWithPlanAdmin(TenantAdmin):
     def plan(self, tenant: Tenant) -> str:
         subscription = getattr(tenant, "subscription", None)
         return subscription.plan.slug if subscription is not None else "-"
+
+
+@admin.register(UsageMonth)
+class UsageMonthAdmin(ReadOnlyAdmin[UsageMonth]):
+    """Each tenant's month as of the last roll-up (a minute old at most), read-only."""
+
+    list_display = ["tenant", "month", "jobs", "quota", "percent_used", "attempts", "run_seconds"]
+    list_filter = ["month"]
+    search_fields = ["tenant__schema_name"]
+    list_select_related = ["tenant__subscription__plan"]
+    ordering = ["-month", "-jobs"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[UsageMonth]:
+        quota = F("tenant__subscription__plan__monthly_job_quota")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(used=Cast("jobs", FloatField()) / Cast(quota, FloatField()))
+        )
+
+    @admin.display(description="quota")
+    def quota(self, usage: UsageMonth) -> int | str:
+        subscription = getattr(usage.tenant, "subscription", None)
+        return subscription.plan.monthly_job_quota if subscription else "-"
+
+    @admin.display(description="% of quota", ordering="used")
+    def percent_used(self, usage: UsageMonth) -> str:
+        used = getattr(usage, "used", None)
+        if used is None:
+            return "-"
+        percent = used * 100
+        if percent >= settings.BILLING_QUOTA_ALARM_PERCENT:
+            return format_html('<strong class="errornote">{}% (alarm)</strong>', f"{percent:.1f}")
+        return f"{percent:.1f}%"
+
+
+class InvoiceLineInline(admin.TabularInline[InvoiceLine, Invoice]):
+    model = InvoiceLine
+    extra = 0
+    can_delete = False
+    fields = ["position", "description", "quantity", "unit", "unit_price_cents", "amount_cents"]
+    readonly_fields = ["position", "description", "quantity", "unit"]
+    readonly_fields += ["unit_price_cents", "amount_cents"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(admin.ModelAdmin[Invoice]):
+    """Invoices are written by billing.invoices only: read-only here, with downloads, and an
+    action that rewrites drafts from the latest roll-up."""
+
+    list_display = ["tenant", "period_start", "status", "plan_slug", "jobs", "total", "downloads"]
+    list_filter = ["status", "period_start"]
+    search_fields = ["tenant__schema_name"]
+    list_select_related = ["tenant"]
+    inlines = [InvoiceLineInline]
+    actions = ["refresh_drafts"]
+    readonly_fields = [
+        "tenant",
+        "period_start",
+        "period_end",
+        "status",
+        "currency",
+        "plan_slug",
+        "jobs",
+        "attempts",
+        "run_ms",
+        "total_cents",
+        "updated_at",
+        "finalized_at",
+        "downloads",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="total", ordering="total_cents")
+    def total(self, invoice: Invoice) -> str:
+        return money(invoice.total_cents, invoice.currency)
+
+    @admin.display(description="download")
+    def downloads(self, invoice: Invoice) -> str:
+        if invoice.pk is None:
+            return "-"
+        return format_html(
+            '<a href="{}">CSV</a> · <a href="{}">PDF</a> · <a href="{}">printable</a>',
+            reverse("admin:billing_invoice_csv", args=[invoice.pk]),
+            reverse("admin:billing_invoice_pdf", args=[invoice.pk]),
+            reverse("admin:billing_invoice_print", args=[invoice.pk]),
+        )
+
+    @admin.action(description="Rewrite drafts from the latest roll-up (final ones stay)")
+    def refresh_drafts(self, request: HttpRequest, queryset: QuerySet[Invoice]) -> None:
+        from tenants.audit import audit_admin_action, snapshot
+
+        rewritten = 0
+        for invoice in queryset.filter(status="draft"):
+            before = snapshot(invoice)
+            try:
+                fresh = invoice_draft(
+                    tenant_id=invoice.tenant_id, period_start=invoice.period_start
+                )
+            except InvoiceFinal:
+                continue  # made final meanwhile
+            audit_admin_action(
+                request, action="draft rewritten", obj=fresh, before=before, after=snapshot(fresh)
+            )
+            rewritten += 1
+        self.message_user(request, f"{rewritten} draft(s) rewritten.")
+
+    def get_urls(self) -> list[URLPattern]:
+        own = [
+            path(
+                "<int:pk>/csv/",
+                self.admin_site.admin_view(self.csv_view),
+                name="billing_invoice_csv",
+            ),
+            path(
+                "<int:pk>/pdf/",
+                self.admin_site.admin_view(self.pdf_view),
+                name="billing_invoice_pdf",
+            ),
+            path(
+                "<int:pk>/print/",
+                self.admin_site.admin_view(self.print_view),
+                name="billing_invoice_print",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def _invoice(self, request: HttpRequest, pk: int) -> Invoice:
+        if not self.has_view_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        return get_object_or_404(Invoice.objects.select_related("tenant"), pk=pk)
+
+    def _filename(self, invoice: Invoice, ext: str) -> str:
+        return f"invoice-{invoice.tenant.schema_name}-{invoice.period_start:%Y-%m}.{ext}"
+
+    def csv_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        invoice = self._invoice(request, pk)
+        response = HttpResponse(invoice_csv(invoice), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="{self._filename(invoice, "csv")}"'
+        return response
+
+    def _html(self, invoice: Invoice) -> str:
+        lines = [
+            {
+                "line": line,
+                "unit_price": money(line.unit_price_cents, invoice.currency),
+                "amount": money(line.amount_cents, invoice.currency),
+            }
+            for line in invoice.lines.all()
+        ]
+        return render_to_string(
+            "billing/invoice.html",
+            {
+                "invoice": invoice,
+                "lines": lines,
+                "total": money(invoice.total_cents, invoice.currency),
+            },
+        )
+
+    def print_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        return HttpResponse(self._html(self._invoice(request, pk)))
+
+    def pdf_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        invoice = self._invoice(request, pk)
+        try:
+            # Imported here: weasyprint loads Pango when imported, and a machine without it
+            # still serves every other page (and the printable one instead of this).
+            from weasyprint import HTML  # type: ignore[import-untyped]  # ships no hints
+        except OSError:
+            return HttpResponse(
+                "PDF needs Pango, which this server lacks; use the printable page.", status=503
+            )
+        pdf = HTML(string=self._html(invoice)).write_pdf()
+        response = HttpResponse(pdf, content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{self._filename(invoice, "pdf")}"'
+        return response

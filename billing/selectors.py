@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from billing.models import Plan, Subscription
 
 DEFAULT_PLAN_SLUG = "free"
@@ -18,3 +20,17 @@ def tenant_plan(*, tenant_id: int) -> Plan:
     if subscription is not None:
         return subscription.plan
     return plan_get(slug=DEFAULT_PLAN_SLUG)
+
+
+def tenants_counted_since(*, day: date) -> list[int]:
+    """Tenants with usage counted on `day` or later (rolled up): the "active tenants" that
+    periodic platform work visits, so that its cost follows them, not every tenant."""
+    from billing.models import UsageDay
+
+    return list(
+        UsageDay.objects.filter(day__gte=day).values_list("tenant_id", flat=True).distinct()
+    )
+
+
+def retention_days_max() -> int:
+    return max(Plan.objects.values_list("retention_days", flat=True), default=0)

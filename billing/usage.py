@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from billing.limits import TenantLimits, tenant_limits
@@ -48,10 +49,23 @@ def tenant_usage(*, tenant_id: int, job_types: Iterable[str]) -> dict[str, Any]:
     limits = tenant_limits(tenant_id)
     start, end = period_bounds(timezone.now())
     totals = usage_between(tenant_id=tenant_id, start=start.date(), end=end.date())
+    quota = limits.jobs_per_month
+    percent = 100.0 * totals.jobs / quota if quota else 100.0
     return {
         "plan": limits.plan,
         "period_start": start,
         "period_end": end,
-        "usage": {"jobs": totals.jobs, "run_seconds": round(totals.run_seconds, 3)},
+        "usage": {
+            "jobs": totals.jobs,
+            "attempts": totals.attempts,
+            "run_seconds": round(totals.run_seconds, 3),
+        },
+        "quota": {
+            "jobs_per_month": quota,
+            "jobs_used": totals.jobs,
+            "percent_used": round(percent, 1),
+            "alarm_percent": settings.BILLING_QUOTA_ALARM_PERCENT,
+            "alarm": percent >= settings.BILLING_QUOTA_ALARM_PERCENT,
+        },
         "limits": limits_document(limits, job_types=job_types),
     }

@@ -14,6 +14,7 @@ from saas_platform.lib.api_docs import route_doc
 from saas_platform.lib.api_errors import ApiError
 from saas_platform.lib.api_parser import STRING_PATTERN, STRING_RULE
 
+from billing.quotas import QuotaExceeded
 from billing.usage import tenant_usage
 from jobs.catalogue import JobArgsError, UnknownJobType, catalogue
 from jobs.models import Job, JobAttempt, JobStatus
@@ -316,6 +317,20 @@ def _admit(
             batch=batch,
             workflow=workflow,
         )
+    except QuotaExceeded as exc:
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            f"{exc} Nothing was accepted.",
+            {
+                "retry_after": exc.retry_after,
+                "jobs_per_month": exc.state.quota,
+                "jobs_used": exc.state.used,
+                "jobs": exc.wanted,
+                "period_end": exc.state.period_end.isoformat(),
+            },
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
     except SubmitRateExceeded as exc:
         raise ApiError(
             429,
@@ -456,7 +471,16 @@ def retry(request: HttpRequest, job_id: str) -> Status[dict[str, Any]]:
 
 class UsageCounts(Schema):
     jobs: int
+    attempts: int = Field(description="Attempts that ran to an end (a retry is one more).")
     run_seconds: float
+
+
+class QuotaUse(Schema):
+    jobs_per_month: int
+    jobs_used: int
+    percent_used: float
+    alarm_percent: int = Field(description="The share of the quota at which `alarm` turns on.")
+    alarm: bool = Field(description="At or over alarm_percent of the monthly job quota.")
 
 
 class Limits(Schema):
@@ -476,6 +500,7 @@ class UsageOut(Schema):
     period_start: datetime
     period_end: datetime
     usage: UsageCounts
+    quota: QuotaUse
     limits: Limits
 
 

@@ -155,3 +155,26 @@ def wait_for_wake(timeout: float) -> bool:
     if got:
         client.delete(wake)
     return bool(got)
+
+
+@dataclass(frozen=True)
+class QueueWaiting:
+    queue: str
+    ready: int  # tenants with jobs that may go now, waiting their turn
+    set_aside: int  # tenants whose next job waits for a time: scheduled, rate limit, cap
+
+
+def waiting_overview() -> list[QueueWaiting]:
+    """Per queue, how many tenants wait and why, from the dispatcher's Redis state (two ZCARDs
+    a queue, never a tenant schema): the operator's health view."""
+    queues = sorted(queues_known())
+    pipe = state_redis().pipeline(transaction=False)
+    for queue in queues:
+        keys = _keys(queue)
+        pipe.zcard(keys[0])
+        pipe.zcard(keys[3])
+    counts = pipe.execute()
+    return [
+        QueueWaiting(queue=queue, ready=int(counts[2 * n]), set_aside=int(counts[2 * n + 1]))
+        for n, queue in enumerate(queues)
+    ]

@@ -78,7 +78,9 @@ def _all_tenant_ids() -> list[int]:
     from tenants.models import Tenant
 
     # Suspended tenants included: work they had accepted still has to finish.
-    return list(Tenant.objects.filter(is_template=False).values_list("pk", flat=True))
+    # A purged tenant (deleted, schema dropped) has nothing left to reconcile.
+    tenants = Tenant.objects.filter(is_template=False, purged_at__isnull=True)
+    return list(tenants.values_list("pk", flat=True))
 
 
 def _try_lock() -> bool:

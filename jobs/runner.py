@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -174,7 +175,11 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         )
         raise
     finally:
-        _attempt_ended(connection.tenant.pk, task_id, time.monotonic() - began)
+        # What is leaving the attempt, if anything: Ignore is a retry, any other exception has
+        # failed the job for good (every handler above records it before raising).
+        leaving = sys.exc_info()[1]
+        failed = leaving is not None and not isinstance(leaving, Ignore)
+        _attempt_ended(connection.tenant.pk, task_id, time.monotonic() - began, failed=failed)
     if job_type.ignore_result:
         _record_own_success(task, job_id, task_id, result)
     return result
@@ -207,11 +212,12 @@ def _announce_retry(tenant_id: int, queue: str, due: float) -> None:
         logger.warning("retry of a job of tenant %s not announced: %s", tenant_id, exc)
 
 
-def _attempt_ended(tenant_id: int, task_id: str, run_seconds: float) -> None:
+def _attempt_ended(tenant_id: int, task_id: str, run_seconds: float, *, failed: bool) -> None:
     """Bill the attempt and free its concurrency slot: one round trip. A Redis failure loses the
-    count and leaves the slot taken until the reconciler frees it (jobs_free_stale_slots)."""
+    count and leaves the slot taken until the reconciler frees it (jobs_free_stale_slots).
+    An attempt its worker died in is never billed: it has no end to count."""
     pipe = state_redis().pipeline(transaction=False)
-    usage_count(tenant_id=tenant_id, attempts=1, run_seconds=run_seconds, pipe=pipe)
+    usage_count(tenant_id=tenant_id, attempts=1, run_seconds=run_seconds, failed=failed, pipe=pipe)
     pipe.srem(inflight_key(tenant_id), task_id)
     try:
         pipe.execute()

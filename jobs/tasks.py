@@ -9,6 +9,7 @@ imports the Celery app itself (the wiring's), it registers with whichever app lo
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task, shared_task
@@ -42,4 +43,15 @@ def _register(job_type: JobType) -> Task:  # type: ignore[type-arg]
     return task
 
 
+logger = logging.getLogger(__name__)
+
 JOB_TASKS = {name: _register(job_type) for name, job_type in catalogue().items()}
+
+
+@shared_task(name="jobs.retention_sweep", ignore_result=True)
+def retention_sweep_task() -> None:
+    """Periodic (CELERY_BEAT_SCHEDULE): finished jobs past their plan's retention deleted."""
+    from jobs.retention import retention_sweep
+
+    result = retention_sweep()
+    logger.info("retention: %s", result)

@@ -4,6 +4,10 @@ The public schema holds the tables of SHARED_APPS only. An app listed in TENANT_
 (django_celery_results: results live in each tenant's schema, never in public) still registers its
 models with the admin, whose pages would then query tables that do not exist there and answer 500.
 Such models are taken off the site; operators see a tenant's results through the tenant.
+
+Every model admin left is made an audited one (tenants.audit.AuditedAdmin): each change an
+operator makes here, in any app's admin, writes one audit entry. The index links the health
+view (saas_platform.admin_health).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin
 from django_tenants.routers import TenantSyncRouter
+
+from tenants.audit import AuditedAdmin
 
 
 def public_admin_site() -> admin.AdminSite:
@@ -25,7 +31,14 @@ def public_admin_site() -> admin.AdminSite:
     # Wiring is the layer that knows both: billing's forms check job type names against jobs'.
     admin_job_types_set(catalogue())
     router = TenantSyncRouter()
-    for model in list(admin.site._registry):
+    for model, model_admin in list(admin.site._registry.items()):
         if not router.app_in_list(model._meta.app_label, settings.SHARED_APPS):
             admin.site.unregister(model)
+        elif not isinstance(model_admin, AuditedAdmin):
+            audited = type(
+                f"Audited{type(model_admin).__name__}", (AuditedAdmin, type(model_admin)), {}
+            )
+            admin.site.unregister(model)
+            admin.site.register(model, audited)
+    admin.site.index_template = "admin/operator_index.html"
     return admin.site

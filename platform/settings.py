@@ -230,7 +230,24 @@ CELERY_TASK_ANNOTATIONS = {
 }
 CELERY_WORKER_DISABLE_RATE_LIMITS = True
 # Platform schedules (beat, from settings as in the seed); tenants' schedules live in their schemas.
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    # Usage counters from Redis into billing's tables (billing.rollup); idempotent, O(active).
+    "billing.usage_rollup": {"task": "billing.usage_rollup", "schedule": 60.0},
+    # Drafts refreshed, closed months made final (billing.invoices).
+    "billing.invoices_close": {"task": "billing.invoices_close", "schedule": 3600.0},
+    # Finished jobs past their plan's retention deleted per tenant, in batches (jobs.retention).
+    "jobs.retention_sweep": {"task": "jobs.retention_sweep", "schedule": 3600.0},
+}
+
+# --- Billing --------------------------------------------------------------------------------------
+# Off only for a benchmark's baseline: usage counters are what quotas and invoices are made of.
+BILLING_METERING = env_bool("BILLING_METERING", default=True)
+# Late counts (a job that finished at 23:59:59.9, a roll-up that was down) land in a month's
+# invoice until this many days after it ends; then the invoice is final.
+BILLING_INVOICE_GRACE_DAYS = env_int("BILLING_INVOICE_GRACE_DAYS", 3, minimum=0)
+BILLING_CURRENCY = env_str("BILLING_CURRENCY", "USD")
+# Share of the monthly job quota at which the usage document, admin and portal raise an alarm.
+BILLING_QUOTA_ALARM_PERCENT = env_int("BILLING_QUOTA_ALARM_PERCENT", 80, minimum=1)
 
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from django.urls import URLPattern, URLResolver, path
+from saas_platform.admin_health import health_view
 from saas_platform.api import api
 from saas_platform.public_admin import public_admin_site
 from saas_platform.views import healthz
 
+site = public_admin_site()
+
 urlpatterns: list[URLPattern | URLResolver] = [
-    path("admin/", public_admin_site().urls),
+    # Before the admin's own URLs, whose catch-all would answer 404 for it.
+    path("admin/health/", site.admin_view(health_view), name="admin-health"),
+    path("admin/", site.urls),
     path("healthz", healthz, name="healthz"),
     path("api/v1/", api.urls),
 ]

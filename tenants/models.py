@@ -58,6 +58,15 @@ class Tenant(TenantMixin):
     # The template schema new tenants are cloned from; never routed, never billed.
     is_template = models.BooleanField(default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Deletion (tenants.services.tenant_delete_schedule): suspended at once, the schema dropped
+    # once the retention period is over (tenant_purge); until then it can be undone. The row
+    # stays after the purge: invoices and the audit log still name it.
+    deletion_due_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When its schema will be dropped."
+    )
+    purged_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When its schema was dropped."
+    )
 
     class Meta:
         ordering = ["schema_name"]
@@ -108,3 +117,37 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant.schema_name}/{self.key_id} ({self.name})"
+
+
+class AuditEntry(models.Model):
+    """One operator action: who did what to which object, when, and the object before and after.
+
+    Written by the admin (tenants.audit.AuditedAdmin, one entry per change, addition, deletion
+    or action on an object) and by the operator commands (tenants.audit.audit_command). Never
+    changed once written: the admin shows it read-only. The actor is a copy of the user's name,
+    not a foreign key, so that deleting an operator leaves its history whole.
+    """
+
+    class Source(models.TextChoices):
+        ADMIN = "admin"
+        COMMAND = "command"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    actor = models.CharField(max_length=150, help_text="The operator's username or the command.")
+    actor_id = models.IntegerField(null=True, blank=True, help_text="The operator's user id.")
+    action = models.CharField(max_length=200)
+    object_type = models.CharField(max_length=100, blank=True)
+    object_id = models.CharField(max_length=100, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+        # The history of one object, newest first (the admin's filter and search).
+        indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor}: {self.action}"

@@ -10,6 +10,9 @@ Tokens pay for requests, not for accepted jobs: a submission refused afterwards 
 has still used its tokens, as a flood of invalid requests costs the platform as much as valid
 ones.
 
+The monthly job quota (billing.quotas) is checked first, from the month's Redis counter: a
+request over it is refused whatever the bucket holds, and uses no tokens.
+
 If Redis is unreachable the submission goes through (logged): accepted work is never refused
 because counters are down, as for the rest of the submit path.
 """
@@ -24,6 +27,7 @@ from saas_platform.lib.rate_buckets import BucketSpec, bucket_take
 from saas_platform.lib.state_redis import state_key
 
 from billing.limits import Rate, tenant_limits
+from billing.quotas import QuotaExceeded, quota_admit
 from jobs.models import Job, JobBatch, Workflow
 
 logger = logging.getLogger(__name__)
@@ -51,7 +55,8 @@ def submission_admit(
     batch: bool = False,
     workflow: bool = False,
 ) -> None:
-    """Take `jobs` tokens from the tenant's submit bucket, or raise SubmitRateExceeded.
+    """Take `jobs` tokens from the tenant's submit bucket, or raise SubmitRateExceeded (or
+    billing.quotas.QuotaExceeded over the monthly quota).
 
     Call it before submitting, with the tenant active (a refused replay is looked up in its
     schema). A replay of an Idempotency-Key is never refused: when the bucket refuses a keyed
@@ -60,6 +65,14 @@ def submission_admit(
     A replay that finds tokens pays like any request: telling it apart first would cost every
     keyed submission a second lookup of the key, which the service makes anyway.
     """
+    try:
+        quota_admit(tenant_id=tenant_id, jobs=jobs)
+    except QuotaExceeded:
+        # A replay stores nothing new, so it needs no quota.
+        if idempotency_key is None or not _stored(idempotency_key, batch=batch, workflow=workflow):
+            raise
+    except redis.RedisError as exc:
+        logger.warning("quota of tenant %s not checked (Redis): %s", tenant_id, exc)
     rate = tenant_limits(tenant_id).submit_rate
     try:
         take = bucket_take(submit_bucket(tenant_id, rate), jobs, all_or_none=True)

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 
 from billing.services import tenant_create_on_plan
+from tenants.audit import audit_command, snapshot
 from tenants.management.commands._base import as_command_error
 
 
@@ -36,6 +37,7 @@ class Command(BaseCommand):
             raise as_command_error(exc) from None
         elapsed = time.perf_counter() - started
         tenant = created.tenant
+        audit_command(command="tenant_create", action="created", obj=tenant, after=snapshot(tenant))
         self.stdout.write(f"tenant: {tenant.schema_name} ({tenant.name}), plan {options['plan']}")
         self.stdout.write(f"schema: {tenant.schema_name}")
         self.stdout.write(f"domain: {created.domain}")

@@ -5,6 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandParser
 
+from tenants.audit import audit_command, snapshot
 from tenants.management.commands._base import as_command_error, tenant_by_slug
 from tenants.services import apikey_create
 
@@ -28,6 +29,12 @@ class Command(BaseCommand):
             created = apikey_create(tenant=tenant, name=options["name"], scopes=scopes)
         except ValidationError as exc:
             raise as_command_error(exc) from None
+        audit_command(
+            command="apikey_create",
+            action="API key created",
+            obj=created.api_key,
+            after=snapshot(created.api_key),
+        )
         self.stdout.write(
             f"API key {created.api_key.key_id} for {tenant.schema_name}, scopes "
             f"{','.join(created.api_key.scopes)}. It is shown once; store it now:"
