@@ -196,7 +196,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_EVENTS", default=False)
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# One beat for the platform's entries and every tenant's schedules (jobs.schedules.beat): a
+# django-celery-beat DatabaseScheduler that also holds a lease, so a second beat stands by.
+CELERY_BEAT_SCHEDULER = "jobs.schedules.beat:TenantBeatScheduler"
 # Publishing must not hang a request when Redis is down: fail fast, the reconciler republishes.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
