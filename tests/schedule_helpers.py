@@ -61,3 +61,26 @@ class BeatProcess(WorkerProcess):
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
+
+
+def fresh_tenant(slug: str) -> tuple[Any, str]:
+    """tenant_on_plan, with the tenant's schedules and jobs of earlier tests removed."""
+    from jobs.models import Job, Schedule
+
+    tenant, key = tenant_on_plan(slug)
+    with tenant:
+        for schedule in Schedule.objects.select_related("periodic_task"):
+            schedule.periodic_task.delete()
+        Job.objects.all().delete()
+    return tenant, key
+
+
+def schedule_create_via_api(key: str, **body: Any) -> dict[str, Any]:
+    """POST /schedules (a demo.add unless told otherwise); the created document."""
+    from tests.api_client import call
+
+    body = {"name": "every", "type": "demo.add", "args": {"x": 1, "y": 2}, **body}
+    answer = call("POST", "/schedules", key=key, body=body)
+    assert answer.status == 201, answer.body
+    created: dict[str, Any] = answer.body
+    return created

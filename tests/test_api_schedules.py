@@ -15,17 +15,13 @@ from django_celery_beat.models import PeriodicTask
 from jobs.models import Schedule
 from jobs.schedules.changes import changed_tenants_pop
 from tests.api_client import call
-from tests.schedule_helpers import tenant_on_plan
+from tests.schedule_helpers import fresh_tenant
 
 
 @pytest.fixture
 def ent(tenant_db):
     """An enterprise tenant (1 s intervals, many schedules) with a key, its schedules removed."""
-    tenant, key = tenant_on_plan("schedapi")
-    with tenant:
-        for schedule in Schedule.objects.select_related("periodic_task"):
-            schedule.periodic_task.delete()
-    return tenant, key
+    return fresh_tenant("schedapi")
 
 
 def _create(key: str, **body):
