@@ -224,8 +224,15 @@ CELERY_TASK_ANNOTATIONS = {
     "email.send": {"rate_limit": "1/s"},
 }
 CELERY_WORKER_DISABLE_RATE_LIMITS = True
-# Platform schedules (beat, from settings as in the seed); tenants' schedules live in their schemas.
-CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+# Platform schedules (beat, from settings as in the seed), run in the public schema by the same
+# beat as the tenants' schedules, which live in their schemas (jobs.schedules).
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "platform.beat-heartbeat": {
+        "task": "platform.beat_heartbeat",
+        "schedule": env_int("BEAT_HEARTBEAT_SECONDS", 60, minimum=1),
+        "options": {"queue": "default"},
+    },
+}
 
 # --- Auth, i18n, static -------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

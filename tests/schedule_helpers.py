@@ -31,10 +31,17 @@ class BeatProcess(WorkerProcess):
     """`celery -A saas_platform beat` (the settings' TenantBeatScheduler) in a child process,
     stopped and checked for unexpected errors as a WorkerProcess is."""
 
-    def __init__(self, *, name: str = "beat", expected_errors: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        name: str = "beat",
+        env: dict[str, str] | None = None,
+        expected_errors: Iterable[str] = (),
+    ) -> None:
         super().__init__(
-            pool="solo", concurrency=1, queues="", name=name, expected_errors=expected_errors
-        )
+            pool="solo", concurrency=1, queues="", name=name, env=env,
+            expected_errors=expected_errors,
+        )  # fmt: skip
         self.nodename = name
         self.args = [
             CELERY, "-A", "saas_platform", "beat", "-l", "INFO",
@@ -45,7 +52,7 @@ class BeatProcess(WorkerProcess):
         self.process = subprocess.Popen(
             self.args,
             cwd=REPO,
-            env=worker_environment(),
+            env={**worker_environment(), **self.extra_env},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -126,3 +126,19 @@ def test_an_entry_whose_job_type_is_gone_does_not_stop_another_tenants(tenant_db
     assert "demo.removed" in failed[0].error
     assert _jobs(broken, bad["id"]) == []
     assert beat.count("not submitted: UnknownJobType") >= 1
+
+
+def test_the_static_platform_schedule_runs_in_public_from_the_same_beat(tenant_db):
+    from saas_platform.lib.state_redis import state_key, state_redis
+
+    tenant, key = fresh_tenant("beatstatic")
+    schedule = schedule_create_via_api(key, interval_seconds=1)
+    heartbeat = state_key("beat", "heartbeat")
+    state_redis().delete(heartbeat)
+    with (
+        BeatProcess(env={"BEAT_HEARTBEAT_SECONDS": "1"}),
+        WorkerProcess(pool="threads", concurrency=2),
+    ):
+        beat_ran = wait_for(lambda: state_redis().hgetall(heartbeat), timeout=30, what="heartbeat")
+        wait_for(lambda: _runs(tenant, schedule["id"]), timeout=30, what="the tenant's schedule")
+    assert beat_ran[b"schema"] == b"public"

@@ -157,3 +157,30 @@ def test_changing_the_time_zone_restarts_the_schedule_from_now(ent):
     # computed under the old zone is caught up.
     assert schedule.periodic_task.last_run_at is None
     assert schedule.last_due_at >= before
+
+
+def test_a_tenant_whose_schema_vanishes_mid_tick_does_not_stop_the_others(ent, caplog):
+    from django.db import connection
+
+    from tests.schedule_helpers import fresh_tenant
+
+    tenant, key = ent
+    doomed, doomed_key = fresh_tenant("scheddoomed")
+    mine = _create(key, interval_seconds=60)
+    theirs = _create(doomed_key, interval_seconds=60)
+    _as_if_down_for_an_hour(tenant, mine)
+    _as_if_down_for_an_hour(doomed, theirs)
+    book = TenantBook()
+    book.load_all()
+    # Renamed away rather than dropped, and put back after: the tenant row stays, its schema
+    # is gone for this tick (as when it is deleted while the beat holds its entries).
+    with connection.cursor() as cursor:
+        cursor.execute('ALTER SCHEMA "scheddoomed" RENAME TO "scheddoomed_gone"')
+    try:
+        _tick(book)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute('ALTER SCHEMA "scheddoomed_gone" RENAME TO "scheddoomed"')
+    assert len(_runs(tenant, mine)) == 1
+    assert _runs(doomed, theirs) == []
+    assert "beat skips an occurrence of schedule" in caplog.text
