@@ -19,6 +19,18 @@ from tests.workers import WorkerProcess, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
 
 
+@pytest.fixture(autouse=True)
+def _schedules_removed_after(tenant_db):
+    """Each test's schedules end with it: later beats (this file's, others') do not run them."""
+    yield
+    from tenants.models import Tenant
+
+    for tenant in Tenant.objects.filter(schema_name__startswith="beat"):
+        with tenant:
+            for schedule in Schedule.objects.select_related("periodic_task"):
+                schedule.periodic_task.delete()
+
+
 def _jobs(tenant, schedule_id: int) -> list[Job]:
     with tenant:
         return list(Job.objects.filter(schedule_id=schedule_id).order_by("created_at"))

@@ -244,8 +244,8 @@ class TenantBook:
             connection.close_if_unusable_or_obsolete()
             latest = entry.next_due
             result = None
-        finally:
-            tenant_enter(None)
+        # The tenant stays active: the next entry is often the same tenant's, and the tick
+        # returns to public before anything else runs.
         if result in (Result.GONE, Result.DISABLED):
             self.entries.get(entry.tenant_id, {}).pop(entry.schedule_id, None)
             return

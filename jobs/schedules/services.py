@@ -161,6 +161,14 @@ def _timing_rows(spec: ScheduleSpec) -> dict[str, Any]:
     return rows
 
 
+def _starts_after(spec: ScheduleSpec, now: datetime) -> datetime:
+    """What the beat counts as handled already: everything before now is not "missed", except a
+    one-off whose time has passed, which runs at once (as a job with a past run_at does)."""
+    if spec.run_at is not None and spec.run_at <= now:
+        return spec.run_at - timedelta(microseconds=1)
+    return now
+
+
 def _name_taken() -> ScheduleError:
     return ScheduleError("name_taken", "Another schedule of this tenant has that name.")
 
@@ -203,8 +211,7 @@ def schedule_create(*, spec: ScheduleSpec) -> Schedule:
                 catch_up_seconds=spec.catch_up_seconds,
                 overlap=spec.overlap,
                 jitter_seconds=spec.jitter_seconds,
-                # Nothing before its creation is "missed".
-                last_due_at=now,
+                last_due_at=_starts_after(spec, now),
             )
             schedules_changed_on_commit(tenant_id)
     except (IntegrityError, ValidationError):
@@ -275,7 +282,7 @@ def schedule_update(*, schedule: Schedule, changes: dict[str, Any]) -> Schedule:
             if retimed:
                 schedule.anchor = now
             if retimed or resumed:
-                schedule.last_due_at = now
+                schedule.last_due_at = _starts_after(spec, now)
             schedule.periodic_task = task
             schedule.save()
             schedules_changed_on_commit(tenant_id)
