@@ -184,3 +184,20 @@ def test_a_tenant_whose_schema_vanishes_mid_tick_does_not_stop_the_others(ent, c
     assert len(_runs(tenant, mine)) == 1
     assert _runs(doomed, theirs) == []
     assert "beat skips an occurrence of schedule" in caplog.text
+
+
+def test_an_occurrence_is_recorded_once_whatever_the_beats_believe(ent):
+    from jobs.schedules.occurrences import Result, occurrence_run
+
+    tenant, key = ent
+    schedule_id = _create(key, interval_seconds=60)
+    due = _as_if_down_for_an_hour(tenant, schedule_id)
+    with tenant:
+        assert occurrence_run(schedule_id=schedule_id, due_at=due) == Result.SUBMITTED
+        # A second beat at the lease's edge, with the same occurrence in its heap.
+        assert occurrence_run(schedule_id=schedule_id, due_at=due) == Result.ALREADY_DONE
+        # Even one whose view of the schedule is stale: the (schedule, due_at) key holds.
+        Schedule.objects.filter(pk=schedule_id).update(last_due_at=due - timedelta(seconds=60))
+        assert occurrence_run(schedule_id=schedule_id, due_at=due) == Result.ALREADY_DONE
+        assert Job.objects.filter(schedule_id=schedule_id).count() == 1
+        assert ScheduleRun.objects.filter(schedule_id=schedule_id).count() == 1

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 from django_tenants.utils import get_tenant_model
@@ -52,6 +52,8 @@ FULL_RELOAD_SECONDS = 300.0
 LATE_GRACE = timedelta(seconds=10)
 # A buffer_one schedule holding an occurrence looks at its previous job this often.
 BUFFER_POLL = timedelta(seconds=1)
+# A tick that cannot reach the database tries an occurrence again after this long.
+DATABASE_RETRY = timedelta(seconds=1)
 # Renew the lease every this many occurrences within one long tick.
 _RENEW_EVERY = 200
 
@@ -178,10 +180,10 @@ class TenantBook:
 
     def _push(self, entry: Entry, at: datetime | None = None) -> None:
         if at is None:
-            following = next_after(entry.timing, entry.next_due)
-            at = entry.next_due + jitter_offset(
-                entry.schedule_id, entry.jitter_seconds, entry.next_due, following
-            )
+            at = entry.next_due
+            if entry.jitter_seconds:
+                following = next_after(entry.timing, entry.next_due)
+                at += jitter_offset(entry.schedule_id, entry.jitter_seconds, at, following)
         heapq.heappush(
             self.heap, (at.timestamp(), entry.tenant_id, entry.schedule_id, entry.version)
         )
@@ -234,6 +236,13 @@ class TenantBook:
                 )  # fmt: skip
         except UnknownTenant:
             self.drop_tenant(entry.tenant_id)
+            return
+        except (OperationalError, InterfaceError) as exc:
+            # The database is unreachable: try the same occurrence again shortly, without
+            # moving on (its missed-runs policy decides once the database is back).
+            logger.warning("beat cannot reach the database: %s", exc)
+            connection.close_if_unusable_or_obsolete()
+            self._push(entry, at=now + DATABASE_RETRY)
             return
         except Exception:
             # One bad entry must not stop the others: log it and move it to its next time.
