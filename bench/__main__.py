@@ -40,6 +40,8 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "bench.api_submit"], check=False, env=caller_environment)
     # So does the reconciler's (a thousand tenants of its own).
     subprocess.run([sys.executable, "-m", "bench.reconcile"], check=False, env=caller_environment)
+    # And the tenant-aware beat's (tenants and schedules of its own, a beat process).
+    subprocess.run([sys.executable, "-m", "bench.schedules"], check=False, env=caller_environment)
 
 
 if __name__ == "__main__":

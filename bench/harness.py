@@ -410,6 +410,18 @@ def process_memory(pid: int) -> ProcessMemory:
 # Timing and printing
 
 
+class StatementCounter:
+    """A Django execute_wrapper counting SQL statements (CaptureQueriesContext keeps only the
+    last 9,000)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
 def wait_until(
     condition: Callable[[], bool], *, timeout: float, interval: float, what: str
 ) -> float:

@@ -15,7 +15,14 @@ import os
 import time
 from dataclasses import dataclass
 
-from bench.harness import OthersCpu, bench_environment, machine_summary, median, table
+from bench.harness import (
+    OthersCpu,
+    StatementCounter,
+    bench_environment,
+    machine_summary,
+    median,
+    table,
+)
 
 JOBS_PER_ACTIVE_TENANT = 5
 
@@ -26,15 +33,6 @@ class PassFigures:
     tenants_visited: int
     ms: list[float]
     statements: list[int]
-
-
-class _StatementCounter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
-        self.count += 1
-        return execute(sql, params, many, context)
 
 
 def _measure(label: str, passes: int, *, full_sweep: bool) -> PassFigures:
@@ -50,7 +48,7 @@ def _measure(label: str, passes: int, *, full_sweep: bool) -> PassFigures:
         if full_sweep:
             state_redis().delete(state_key("active-tenants", "swept-at"))
         # Counted by a wrapper, not CaptureQueriesContext: its log keeps the last 9,000 only.
-        counter = _StatementCounter()
+        counter = StatementCounter()
         with connection.execute_wrapper(counter):
             started = time.perf_counter()
             report = reconcile_pass()

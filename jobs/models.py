@@ -8,6 +8,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.timezone import now as _now
 
 
 class JobStatus(models.TextChoices):
@@ -63,7 +64,17 @@ class Job(models.Model):
     progress = models.JSONField(null=True, blank=True)
     # Who asked: "api_key:<key id>", "user:<id>", "schedule:<id>", "operator".
     submitted_by = models.CharField(max_length=100)
-    schedule_id = models.BigIntegerField(null=True, blank=True)
+    # The schedule that made it. No database constraint and no cascade: a job outlives its
+    # schedule and keeps naming it (as `submitted_by` does).
+    schedule = models.ForeignKey(
+        "jobs.Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
     # NULL, not "", for "no key": the unique constraint below only covers rows that have one.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_hash = models.CharField(max_length=64, blank=True)
@@ -276,3 +287,89 @@ class WorkflowStep(models.Model):
 
     def __str__(self) -> str:
         return f"step {self.position} of {self.workflow_id}: {self.type}"
+
+
+class MissedRuns(models.TextChoices):
+    """What a schedule does about occurrences that passed while nothing could run them (the
+    beat was down, the tenant suspended)."""
+
+    RUN_ONCE = "run_once"  # the latest missed occurrence runs once, if within the catch-up window
+    SKIP = "skip"  # missed occurrences are dropped; the next one on time runs
+
+
+class Overlap(models.TextChoices):
+    """What an occurrence does while the schedule's previous job has not finished."""
+
+    ALLOW = "allow"  # run anyway (Celery beat's own behaviour)
+    SKIP = "skip"  # this occurrence is recorded as skipped
+    BUFFER_ONE = "buffer_one"  # wait for the previous job, then run; later ones meanwhile skip
+
+
+class Schedule(models.Model):
+    """A tenant's periodic job: the policy beside django-celery-beat's PeriodicTask.
+
+    The timing (interval, crontab with its time zone, clocked one-off) and `enabled` live on the
+    PeriodicTask, as django-celery-beat keeps them; what to run (a catalogue job type and its
+    validated arguments) and the policies live here. The tenant-aware beat
+    (jobs.beat.scheduler) reads both.
+    """
+
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", on_delete=models.CASCADE, related_name="job_schedule"
+    )
+    name = models.CharField(max_length=200, unique=True)
+    type = models.CharField(max_length=100)
+    args = models.JSONField(default=dict)
+    # The zone in which the schedule's times are shown and, for cron, read.
+    timezone = models.CharField(max_length=64, default="UTC")
+    # Interval schedules fire at anchor + k * interval: every beat computes the same due times,
+    # which is what makes (schedule, due_at) a key two beats agree on.
+    anchor = models.DateTimeField(default=_now)
+    missed_runs = models.CharField(
+        max_length=16, choices=MissedRuns.choices, default=MissedRuns.RUN_ONCE
+    )
+    catch_up_seconds = models.PositiveIntegerField(default=3600)
+    overlap = models.CharField(max_length=16, choices=Overlap.choices, default=Overlap.ALLOW)
+    jitter_seconds = models.PositiveIntegerField(default=0)
+    # The nominal time of the last occurrence the beat handled (ran, skipped or buffered).
+    last_due_at = models.DateTimeField(null=True, blank=True)
+    last_job = models.ForeignKey(
+        Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"schedule {self.id} {self.name}"
+
+
+class ScheduleRunOutcome(models.TextChoices):
+    SUBMITTED = "submitted"
+    SKIPPED_OVERLAP = "skipped_overlap"
+    BUFFERED = "buffered"  # waits for the previous job; becomes submitted when it ends
+    FAILED = "failed"  # the submission was refused (job type gone, arguments no longer valid)
+
+
+class ScheduleRun(models.Model):
+    """One occurrence of a schedule, recorded once: the unique (schedule, due_at) is what keeps a
+    restarted beat, or two beats at the edge of the lease, from running an occurrence twice."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="runs")
+    due_at = models.DateTimeField()
+    outcome = models.CharField(max_length=16, choices=ScheduleRunOutcome.choices)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=_now)
+
+    class Meta:
+        ordering = ["schedule_id", "-due_at"]
+        constraints = [
+            # Also the index the schedule document's "last run" and the buffered check read.
+            models.UniqueConstraint(fields=["schedule", "due_at"], name="schedule_run_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} at {self.due_at.isoformat()} ({self.outcome})"

@@ -90,7 +90,7 @@ def _database_down(request: HttpRequest, exc: DatabaseError) -> HttpResponse:
     )  # fmt: skip
 
 
-API_ROUTERS = ("jobs.api.router", "jobs.api_workflows.router")
+API_ROUTERS = ("jobs.api.router", "jobs.api_workflows.router", "jobs.schedules.api.router")
 for _router_path in API_ROUTERS:
     api.add_router("/", import_string(_router_path))
 

@@ -11,7 +11,8 @@ deploy/). What it does, in order:
    API key and prints them.
 3. Start web (`manage.py runserver $BIND_ADDRESS:$PORT`; loopback and 8000 by default: the
    demo accounts have known passwords, so nothing listens beyond this machine unless asked), worker
-   (`celery -A saas_platform worker`) and beat (`celery -A saas_platform beat`) with the same
+   (`celery -A saas_platform worker`) and beat (`celery -A saas_platform beat`: the settings'
+   tenant-aware scheduler, jobs.schedules.beat, for every tenant's schedules) with the same
    environment, each output line prefixed with the process name, and print the portal and
    operator admin URLs once the web server answers.
 4. Ctrl-C, SIGTERM or SIGHUP stops the processes (SIGTERM, then SIGKILL after a grace period)

@@ -203,7 +203,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_EVENTS", default=False)
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# One beat for the platform's entries and every tenant's schedules (jobs.schedules.beat): a
+# django-celery-beat DatabaseScheduler that also holds a lease, so a second beat stands by.
+CELERY_BEAT_SCHEDULER = "jobs.schedules.beat:TenantBeatScheduler"
 # Publishing must not hang a request when Redis is down: fail fast, the reconciler republishes.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {
@@ -229,8 +231,14 @@ CELERY_TASK_ANNOTATIONS = {
     "email.send": {"rate_limit": "1/s"},
 }
 CELERY_WORKER_DISABLE_RATE_LIMITS = True
-# Platform schedules (beat, from settings as in the seed); tenants' schedules live in their schemas.
+# Platform schedules (beat, from settings as in the seed), run in the public schema by the same
+# beat as the tenants' schedules, which live in their schemas (jobs.schedules).
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "platform.beat-heartbeat": {
+        "task": "platform.beat_heartbeat",
+        "schedule": env_int("BEAT_HEARTBEAT_SECONDS", 60, minimum=1),
+        "options": {"queue": "default"},
+    },
     # Usage counters from Redis into billing's tables (billing.rollup); idempotent, O(active).
     "billing.usage_rollup": {"task": "billing.usage_rollup", "schedule": 60.0},
     # Drafts refreshed, closed months made final (billing.invoices).

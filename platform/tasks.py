@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from django.core.cache import cache
 from saas_platform.celery_app import app
 from saas_platform.lib.db import connection
+from saas_platform.lib.state_redis import state_key, state_redis
 from saas_platform.lib.tenant_context import active_tenant
 
 PROBE_TTL_SECONDS = 300
@@ -28,4 +31,17 @@ def schema_probe(key: str) -> None:
             "tenant": tenant.schema_name if tenant else None,
         },
         PROBE_TTL_SECONDS,
+    )
+
+
+@app.task(name="platform.beat_heartbeat", ignore_result=True)
+def beat_heartbeat() -> None:
+    """A static entry of CELERY_BEAT_SCHEDULE (settings), published by the same beat as the
+    tenants' schedules: when it last ran, and in which schema (public), for operators."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema()")
+        row = cursor.fetchone()
+    state_redis().hset(
+        state_key("beat", "heartbeat"),
+        mapping={"at": time.time(), "schema": row[0] if row else ""},
     )

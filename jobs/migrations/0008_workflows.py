@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0006_dispatch_indexes"),
+        ("jobs", "0007_job_schedule"),
     ]
 
     operations = [

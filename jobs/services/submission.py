@@ -126,9 +126,15 @@ def request_fingerprint(request: JobRequest) -> str:
 
 
 def job_submit(
-    *, request: JobRequest, submitted_by: str, idempotency_key: str | None = None
+    *,
+    request: JobRequest,
+    submitted_by: str,
+    idempotency_key: str | None = None,
+    schedule_id: int | None = None,
 ) -> Job:
-    """Validate and accept one job in the active tenant. Returns the committed row.
+    """Validate and accept one job in the active tenant. Returns the committed row (inside a
+    caller's transaction: written, committed with it). `schedule_id` names the schedule that
+    made it (the tenant-aware beat).
 
     With an idempotency key: the same key and the same request return the original job; the
     same key with a different request raises IdempotencyConflict. Nothing is written then.
@@ -136,6 +142,7 @@ def job_submit(
     tenant = _require_tenant()
     now = timezone.now()
     job = _build(request, submitted_by=submitted_by, now=now)
+    job.schedule_id = schedule_id
     if idempotency_key is not None:
         job.idempotency_key = idempotency_key
         job.request_hash = request_fingerprint(request)

@@ -1,0 +1,319 @@
+"""The one beat for every tenant: `celery -A saas_platform beat` with CELERY_BEAT_SCHEDULER set
+to `jobs.schedules.beat:TenantBeatScheduler`.
+
+A subclass of django-celery-beat's DatabaseScheduler: the platform's own entries (the public
+schema's PeriodicTask table, filled from CELERY_BEAT_SCHEDULE as in the seed) are its parent's
+business, published from public; tenants' schedules are this class's:
+
+- every enabled schedule of every active tenant is an Entry, keyed by (tenant, schedule), in a
+  heap of fire times, so a tick costs O(due entries), not O(all entries) (django-celery-beat
+  walks every entry every tick: django-celery-beat#675, #786);
+- changes are noticed through the Redis set of changed tenants (jobs.schedules.changes), drained
+  every tick (at most CHANGE_POLL_SECONDS apart), and only those tenants are read again; the
+  tenant table is read every TENANTS_REFRESH_SECONDS (suspended, resumed, deleted tenants), and
+  everything every FULL_RELOAD_SECONDS as a backstop for a lost announcement;
+- a due occurrence is submitted by jobs.schedules.occurrences with its tenant active (the
+  platform's own row, never a stored header), through the normal job service;
+- only the holder of the lease (jobs.schedules.lease) dispatches anything; the others stand by.
+
+A bad entry (its job type gone, its row unreadable, its tenant deleted mid-tick) is logged and
+skipped, and never stops other tenants.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.utils import timezone
+from django_celery_beat.schedulers import DatabaseScheduler
+from django_tenants.utils import get_tenant_model
+from saas_platform.lib.tenant_context import UnknownTenant, tenant_enter
+
+from jobs.models import MissedRuns, Overlap, Schedule
+from jobs.schedules.changes import changed_tenants_pop
+from jobs.schedules.lease import STANDBY_POLL_SECONDS, Lease
+from jobs.schedules.occurrences import Result, buffered_release, occurrence_run
+from jobs.schedules.timing import Timing, TimingError, jitter_offset, latest_until, next_after
+
+logger = logging.getLogger(__name__)
+
+# An API change takes effect within this plus one tick's work (the contract says 2 s).
+CHANGE_POLL_SECONDS = 0.5
+TENANTS_REFRESH_SECONDS = 2.0
+FULL_RELOAD_SECONDS = 300.0
+# An occurrence reached this late is still "on time", whatever its missed-runs policy.
+LATE_GRACE = timedelta(seconds=10)
+# A buffer_one schedule holding an occurrence looks at its previous job this often.
+BUFFER_POLL = timedelta(seconds=1)
+# A tick that cannot reach the database tries an occurrence again after this long.
+DATABASE_RETRY = timedelta(seconds=1)
+# Renew the lease every this many occurrences within one long tick.
+_RENEW_EVERY = 200
+
+
+@dataclass
+class Entry:
+    tenant_id: int
+    schedule_id: int
+    timing: Timing
+    missed_runs: str
+    catch_up: timedelta
+    overlap: str
+    jitter_seconds: int
+    next_due: datetime
+    version: int
+    buffered: bool = False
+
+
+_COLUMNS = (
+    "id", "timezone", "anchor", "missed_runs", "catch_up_seconds", "overlap", "jitter_seconds",
+    "last_due_at", "periodic_task__interval__every", "periodic_task__crontab__minute",
+    "periodic_task__crontab__hour", "periodic_task__crontab__day_of_month",
+    "periodic_task__crontab__month_of_year", "periodic_task__crontab__day_of_week",
+    "periodic_task__clocked__clocked_time",
+)  # fmt: skip
+
+
+class TenantBook:
+    """Every tenant's entries and the heap of their fire times (lazy deletion by version)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, dict[int, Entry]] = {}
+        self.tenants: dict[int, Any] = {}  # active tenant rows by id
+        self.heap: list[tuple[float, int, int, int]] = []
+        self._versions = itertools.count(1)
+        self.tenants_read_at = 0.0
+        self.loaded_at = 0.0
+        self.dispatched = 0
+
+    # --- loading ---------------------------------------------------------------------------
+
+    def tenants_refresh(self) -> tuple[set[int], set[int]]:
+        """Re-read the tenant table: (tenants now active that were not, tenants gone or
+        suspended). One query, whatever the number of schedules."""
+        tenant_enter(None)
+        rows = {
+            tenant.pk: tenant
+            for tenant in get_tenant_model().objects.filter(is_active=True, is_template=False)
+        }
+        came = set(rows) - set(self.tenants)
+        went = set(self.tenants) - set(rows)
+        self.tenants = rows
+        self.tenants_read_at = time.monotonic()
+        return came, went
+
+    def load_all(self) -> None:
+        began = time.monotonic()
+        self.tenants_refresh()
+        self.entries.clear()
+        self.heap.clear()
+        for tenant_id in list(self.tenants):
+            self.load_tenant(tenant_id)
+        self.loaded_at = time.monotonic()
+        logger.info(
+            "beat loaded %d schedules of %d tenants in %.2fs",
+            sum(len(e) for e in self.entries.values()), len(self.tenants),
+            time.monotonic() - began,
+        )  # fmt: skip
+
+    def drop_tenant(self, tenant_id: int) -> None:
+        # Their heap items become stale: nothing under this tenant matches their version.
+        self.entries.pop(tenant_id, None)
+
+    def load_tenant(self, tenant_id: int) -> None:
+        """(Re)read one tenant's enabled schedules: one query in its schema."""
+        self.drop_tenant(tenant_id)
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            return  # suspended or deleted: nothing fires
+        now = timezone.now()
+        try:
+            tenant_enter(tenant)
+            rows = list(Schedule.objects.filter(periodic_task__enabled=True).values_list(*_COLUMNS))
+        except DatabaseError:
+            # Its schema went away (deleted mid-tick) or its table is unreadable: this tenant
+            # only; the next tenant refresh decides again.
+            logger.exception("beat could not read the schedules of tenant %s", tenant_id)
+            connection.close_if_unusable_or_obsolete()
+            return
+        finally:
+            tenant_enter(None)
+        book: dict[int, Entry] = {}
+        for row in rows:
+            try:
+                entry = self._entry(tenant_id, row, now)
+            except (TimingError, ValueError, TypeError, RuntimeError):
+                logger.exception("beat skips schedule %s of tenant %s", row[0], tenant_id)
+                continue
+            if entry is not None:
+                book[entry.schedule_id] = entry
+                self._push(entry)
+        self.entries[tenant_id] = book
+
+    def _entry(self, tenant_id: int, row: tuple[Any, ...], now: datetime) -> Entry | None:
+        (schedule_id, tz, anchor, missed, catch_up, overlap, jitter, last_due, every,
+         minute, hour, dom, month, dow, clocked) = row  # fmt: skip
+        cron = f"{minute} {hour} {dom} {month} {dow}" if minute is not None else None
+        timing = Timing(tz=tz, cron=cron, interval_seconds=every, run_at=clocked, anchor=anchor)
+        due = next_after(timing, last_due or now)
+        if due is None:
+            return None  # a clocked schedule already run, or a cron with no future
+        return Entry(
+            tenant_id=tenant_id,
+            schedule_id=schedule_id,
+            timing=timing,
+            missed_runs=missed,
+            catch_up=timedelta(seconds=catch_up),
+            overlap=overlap,
+            jitter_seconds=jitter,
+            next_due=due,
+            version=next(self._versions),
+            buffered=overlap == Overlap.BUFFER_ONE,
+        )
+
+    def _push(self, entry: Entry, at: datetime | None = None) -> None:
+        if at is None:
+            at = entry.next_due
+            if entry.jitter_seconds:
+                following = next_after(entry.timing, entry.next_due)
+                at += jitter_offset(entry.schedule_id, entry.jitter_seconds, at, following)
+        heapq.heappush(
+            self.heap, (at.timestamp(), entry.tenant_id, entry.schedule_id, entry.version)
+        )
+
+    # --- dispatching -----------------------------------------------------------------------
+
+    def run_due(self, now_ts: float, renew: Any) -> float:
+        """Fire every entry due by `now_ts`; seconds until the next one (or a long wait)."""
+        fired = 0
+        while self.heap and self.heap[0][0] <= now_ts:
+            _, tenant_id, schedule_id, version = heapq.heappop(self.heap)
+            entry = self.entries.get(tenant_id, {}).get(schedule_id)
+            if entry is None or entry.version != version:
+                continue  # changed or dropped since it was pushed
+            self._fire(entry)
+            fired += 1
+            if fired % _RENEW_EVERY == 0 and not renew():
+                return STANDBY_POLL_SECONDS
+        if not self.heap:
+            return 60.0
+        return max(0.0, self.heap[0][0] - time.time())
+
+    def _fire(self, entry: Entry) -> None:
+        tenant = self.tenants.get(entry.tenant_id)
+        if tenant is None:
+            self.drop_tenant(entry.tenant_id)
+            return
+        now = timezone.now()
+        try:
+            tenant_enter(tenant)
+            if entry.buffered:
+                entry.buffered = not buffered_release(schedule_id=entry.schedule_id)
+            due = entry.next_due
+            if due > now:
+                # Woken only to look at a held occurrence; its own time is still ahead.
+                if entry.buffered:
+                    self._push(entry, at=min(now + BUFFER_POLL, due))
+                return
+            latest = latest_until(entry.timing, due, now)
+            result: Result | None = None
+            if now - latest <= LATE_GRACE or (
+                entry.missed_runs == MissedRuns.RUN_ONCE and now - latest <= entry.catch_up
+            ):
+                result = occurrence_run(schedule_id=entry.schedule_id, due_at=latest)
+                self.dispatched += result == Result.SUBMITTED
+            else:
+                logger.info(
+                    "schedule %s of tenant %s: occurrence %s missed (policy %s)",
+                    entry.schedule_id, entry.tenant_id, latest.isoformat(), entry.missed_runs,
+                )  # fmt: skip
+        except UnknownTenant:
+            self.drop_tenant(entry.tenant_id)
+            return
+        except (OperationalError, InterfaceError) as exc:
+            # The database is unreachable: try the same occurrence again shortly, without
+            # moving on (its missed-runs policy decides once the database is back).
+            logger.warning("beat cannot reach the database: %s", exc)
+            connection.close_if_unusable_or_obsolete()
+            self._push(entry, at=now + DATABASE_RETRY)
+            return
+        except Exception:
+            # One bad entry must not stop the others: log it and move it to its next time.
+            logger.exception(
+                "beat skips an occurrence of schedule %s of tenant %s",
+                entry.schedule_id, entry.tenant_id,
+            )  # fmt: skip
+            connection.close_if_unusable_or_obsolete()
+            latest = entry.next_due
+            result = None
+        # The tenant stays active: the next entry is often the same tenant's, and the tick
+        # returns to public before anything else runs.
+        if result in (Result.GONE, Result.DISABLED):
+            self.entries.get(entry.tenant_id, {}).pop(entry.schedule_id, None)
+            return
+        if result == Result.BUFFERED:
+            entry.buffered = True
+        following = next_after(entry.timing, latest)
+        if following is None:
+            self.entries.get(entry.tenant_id, {}).pop(entry.schedule_id, None)
+            return
+        entry.next_due = following
+        entry.version = next(self._versions)
+        self._push(entry)
+        if entry.buffered:
+            self._push(entry, at=min(timezone.now() + BUFFER_POLL, following))
+
+    def refresh(self) -> None:
+        """Apply what changed: announced tenants, the tenant table, the periodic full reload."""
+        if time.monotonic() - self.loaded_at >= FULL_RELOAD_SECONDS:
+            self.load_all()
+            return
+        try:
+            changed = changed_tenants_pop()
+        except Exception as exc:  # Redis down: the full reload catches up later
+            logger.warning("beat could not read changed tenants: %s", exc)
+            changed = set()
+        if time.monotonic() - self.tenants_read_at >= TENANTS_REFRESH_SECONDS:
+            came, went = self.tenants_refresh()
+            for tenant_id in went:
+                self.drop_tenant(tenant_id)
+            changed |= came
+        for tenant_id in changed:
+            self.load_tenant(tenant_id)
+
+
+class TenantBeatScheduler(DatabaseScheduler):  # type: ignore[misc]  # untyped parent
+    """django-celery-beat's scheduler for the platform's entries, plus every tenant's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.book = TenantBook()
+        self.lease = Lease()
+        super().__init__(*args, **kwargs)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        tenant_enter(None)
+        was_active = self.lease.held
+        if not self.lease.hold():
+            if was_active:
+                logger.warning("beat stands by: lease lost")
+            return STANDBY_POLL_SECONDS
+        if self.lease.acquired_now:
+            logger.info("beat holds the lease; dispatching")
+            self.book.load_all()
+        # The platform's entries (public schema), as django-celery-beat runs them.
+        platform_wait = float(super().tick(*args, **kwargs) or self.max_interval)
+        tenant_enter(None)
+        self.book.refresh()
+        tenant_wait = self.book.run_due(datetime.now(UTC).timestamp(), self.lease.hold)
+        return min(platform_wait, tenant_wait, CHANGE_POLL_SECONDS)
+
+    def close(self) -> None:
+        self.lease.release()
+        super().close()

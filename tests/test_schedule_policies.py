@@ -1,0 +1,203 @@
+"""The per-schedule policies, driving the beat's book of entries (jobs.schedules.beat.TenantBook)
+in this process against the real database: missed runs and the catch-up window, overlap, a
+suspended tenant, a clocked one-off. (The beat as a process: tests/test_beat_schedules.py.)"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from jobs.models import Job, JobStatus, Schedule, ScheduleRun, ScheduleRunOutcome
+from jobs.schedules.beat import TenantBook
+from tests.api_client import call
+from tests.schedule_helpers import fresh_tenant, schedule_create_via_api
+
+
+@pytest.fixture
+def ent(tenant_db):
+    return fresh_tenant("schedpolicy")
+
+
+def _create(key: str, **body) -> int:
+    return int(schedule_create_via_api(key, **body)["id"])
+
+
+def _as_if_down_for_an_hour(tenant, schedule_id: int) -> timezone.datetime:
+    """Back-date the schedule: its last occurrence handled an hour ago, its latest due 30 s ago
+    (every 60 s from its anchor). Returns that latest due time."""
+    now = timezone.now().replace(microsecond=0)
+    anchor = now - timedelta(seconds=3630)
+    with tenant:
+        Schedule.objects.filter(pk=schedule_id).update(anchor=anchor, last_due_at=anchor)
+    return anchor + timedelta(seconds=3600)
+
+
+def _tick(book: TenantBook | None = None, ahead: float = 0.0) -> TenantBook:
+    if book is None:
+        book = TenantBook()
+        book.load_all()
+    book.run_due(time.time() + ahead, renew=lambda: True)
+    return book
+
+
+def _runs(tenant, schedule_id: int) -> list[ScheduleRun]:
+    with tenant:
+        return list(ScheduleRun.objects.filter(schedule_id=schedule_id).order_by("due_at"))
+
+
+def test_missed_runs_run_once_on_recovery_within_the_catch_up_window(ent):
+    tenant, key = ent
+    schedule_id = _create(key, interval_seconds=60)
+    latest = _as_if_down_for_an_hour(tenant, schedule_id)
+    book = _tick()
+    runs = _runs(tenant, schedule_id)
+    # Sixty occurrences passed; only the latest runs, once.
+    assert [(run.due_at, run.outcome) for run in runs] == [(latest, ScheduleRunOutcome.SUBMITTED)]
+    _tick(book)
+    _tick()  # a restarted beat
+    assert len(_runs(tenant, schedule_id)) == 1
+
+
+def test_missed_runs_beyond_the_catch_up_window_or_with_skip_do_not_run(ent):
+    tenant, key = ent
+    windowed = _create(key, name="window", interval_seconds=60, catch_up_seconds=10)
+    skipping = _create(key, name="skip", interval_seconds=60, missed_runs="skip")
+    _as_if_down_for_an_hour(tenant, windowed)
+    _as_if_down_for_an_hour(tenant, skipping)
+    book = _tick()
+    assert _runs(tenant, windowed) == []
+    assert _runs(tenant, skipping) == []
+    # They go on from the next occurrence.
+    entries = book.entries[tenant.pk]
+    assert entries[windowed].next_due > timezone.now()
+    assert entries[skipping].next_due > timezone.now()
+
+
+def test_overlap_skip_and_buffer_one_wait_for_the_previous_job(ent):
+    tenant, key = ent
+    skip = _create(key, name="skip", interval_seconds=60, overlap="skip")
+    buffer = _create(key, name="buffer", interval_seconds=60, overlap="buffer_one")
+    with tenant:
+        previous = Job.objects.create(
+            type="demo.add", args={"x": 1, "y": 2}, queue="default", submitted_by="test"
+        )
+        Schedule.objects.filter(pk__in=[skip, buffer]).update(last_job=previous)
+    _as_if_down_for_an_hour(tenant, skip)
+    _as_if_down_for_an_hour(tenant, buffer)
+    book = _tick()
+    assert [run.outcome for run in _runs(tenant, skip)] == [ScheduleRunOutcome.SKIPPED_OVERLAP]
+    assert [run.outcome for run in _runs(tenant, buffer)] == [ScheduleRunOutcome.BUFFERED]
+    with tenant:
+        assert Job.objects.filter(schedule_id__in=[skip, buffer]).count() == 0
+        Job.objects.filter(pk=previous.pk).update(status=JobStatus.SUCCEEDED)
+    _tick(book, ahead=1.5)
+    held = _runs(tenant, buffer)
+    assert [run.outcome for run in held] == [ScheduleRunOutcome.SUBMITTED]
+    with tenant:
+        assert Job.objects.get(pk=held[0].job_id).submitted_by == f"schedule:{buffer}"
+        assert Schedule.objects.get(pk=buffer).last_job_id == held[0].job_id
+    assert [run.outcome for run in _runs(tenant, skip)] == [ScheduleRunOutcome.SKIPPED_OVERLAP]
+
+
+def test_a_suspended_tenants_schedules_do_not_fire_until_it_is_resumed(ent):
+    from tenants.models import Tenant
+
+    tenant, key = ent
+    schedule_id = _create(key, interval_seconds=60)
+    latest = _as_if_down_for_an_hour(tenant, schedule_id)
+    Tenant.objects.filter(pk=tenant.pk).update(is_active=False)
+    try:
+        book = _tick()
+        assert tenant.pk not in book.entries
+        assert _runs(tenant, schedule_id) == []
+    finally:
+        Tenant.objects.filter(pk=tenant.pk).update(is_active=True)
+    book.tenants_read_at = 0.0  # the tenant table is read again on the next refresh
+    book.refresh()
+    _tick(book)
+    # Its suspension was a miss: the latest occurrence runs once (run_once, within the window).
+    assert [run.due_at for run in _runs(tenant, schedule_id)] == [latest]
+
+
+def test_a_clocked_schedule_runs_once_and_is_then_disabled(ent):
+    tenant, key = ent
+    when = timezone.now() + timedelta(seconds=1)
+    schedule_id = _create(key, run_at=when.isoformat())
+    book = _tick()
+    assert _runs(tenant, schedule_id) == []
+    time.sleep(1.2)
+    _tick(book)
+    _tick(book, ahead=5)
+    runs = _runs(tenant, schedule_id)
+    assert [run.outcome for run in runs] == [ScheduleRunOutcome.SUBMITTED]
+    with tenant:
+        task = PeriodicTask.objects.get(job_schedule__id=schedule_id)
+    assert (task.enabled, task.total_run_count) == (False, 1)
+    assert call("GET", f"/schedules/{schedule_id}", key=key).body["next_runs"] == []
+
+
+def test_changing_the_time_zone_restarts_the_schedule_from_now(ent):
+    tenant, key = ent
+    schedule_id = _create(key, cron="0 * * * *")
+    _tick()
+    with tenant:
+        PeriodicTask.objects.filter(job_schedule__id=schedule_id).update(
+            last_run_at=timezone.now() - timedelta(hours=5)
+        )
+    before = timezone.now()
+    answer = call("PATCH", f"/schedules/{schedule_id}", key=key, body={"timezone": "Asia/Kolkata"})
+    assert answer.status == 200
+    with tenant:
+        schedule = Schedule.objects.select_related("periodic_task").get(pk=schedule_id)
+    # The seed's PeriodicTask.objects.update(last_run_at=None), done for the user; nothing
+    # computed under the old zone is caught up.
+    assert schedule.periodic_task.last_run_at is None
+    assert schedule.last_due_at >= before
+
+
+def test_a_tenant_whose_schema_vanishes_mid_tick_does_not_stop_the_others(ent, caplog):
+    from django.db import connection
+
+    from tests.schedule_helpers import fresh_tenant
+
+    tenant, key = ent
+    doomed, doomed_key = fresh_tenant("scheddoomed")
+    mine = _create(key, interval_seconds=60)
+    theirs = _create(doomed_key, interval_seconds=60)
+    _as_if_down_for_an_hour(tenant, mine)
+    _as_if_down_for_an_hour(doomed, theirs)
+    book = TenantBook()
+    book.load_all()
+    # Renamed away rather than dropped, and put back after: the tenant row stays, its schema
+    # is gone for this tick (as when it is deleted while the beat holds its entries).
+    with connection.cursor() as cursor:
+        cursor.execute('ALTER SCHEMA "scheddoomed" RENAME TO "scheddoomed_gone"')
+    try:
+        _tick(book)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute('ALTER SCHEMA "scheddoomed_gone" RENAME TO "scheddoomed"')
+    assert len(_runs(tenant, mine)) == 1
+    assert _runs(doomed, theirs) == []
+    assert "beat skips an occurrence of schedule" in caplog.text
+
+
+def test_an_occurrence_is_recorded_once_whatever_the_beats_believe(ent):
+    from jobs.schedules.occurrences import Result, occurrence_run
+
+    tenant, key = ent
+    schedule_id = _create(key, interval_seconds=60)
+    due = _as_if_down_for_an_hour(tenant, schedule_id)
+    with tenant:
+        assert occurrence_run(schedule_id=schedule_id, due_at=due) == Result.SUBMITTED
+        # A second beat at the lease's edge, with the same occurrence in its heap.
+        assert occurrence_run(schedule_id=schedule_id, due_at=due) == Result.ALREADY_DONE
+        # Even one whose view of the schedule is stale: the (schedule, due_at) key holds.
+        Schedule.objects.filter(pk=schedule_id).update(last_due_at=due - timedelta(seconds=60))
+        assert occurrence_run(schedule_id=schedule_id, due_at=due) == Result.ALREADY_DONE
+        assert Job.objects.filter(schedule_id=schedule_id).count() == 1
+        assert ScheduleRun.objects.filter(schedule_id=schedule_id).count() == 1
