@@ -314,8 +314,11 @@ class Schedule(models.Model):
     (jobs.beat.scheduler) reads both.
     """
 
+    # DO_NOTHING, not CASCADE: django-celery-beat's tables are in every schema but this one only
+    # in tenants', and a cascade would make deleting a platform PeriodicTask in the public schema
+    # (the operator admin) look for jobs_schedule there. The schedule service deletes both rows.
     periodic_task = models.OneToOneField(
-        "django_celery_beat.PeriodicTask", on_delete=models.CASCADE, related_name="job_schedule"
+        "django_celery_beat.PeriodicTask", on_delete=models.DO_NOTHING, related_name="job_schedule"
     )
     name = models.CharField(max_length=200, unique=True)
     type = models.CharField(max_length=100)

@@ -65,7 +65,7 @@ class Migration(migrations.Migration):
                 (
                     "periodic_task",
                     models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
+                        on_delete=django.db.models.deletion.DO_NOTHING,
                         related_name="job_schedule",
                         to="django_celery_beat.periodictask",
                     ),
