@@ -45,6 +45,10 @@ class ClaimedJob:
     args: dict[str, Any]
     attempts: int
     max_attempts: int
+    # From queued (or due) to this start; the schedule that submitted the job, if one did. For
+    # metrics and the log/Sentry context (jobs.runner).
+    queue_seconds: float | None = None
+    schedule_id: int | None = None
 
 
 # One round trip: claim the job for this attempt, record the attempt, and read what is needed to
@@ -69,7 +73,7 @@ WITH claimed AS (
      WHERE id = %(job_id)s AND task_id = %(task_id)s
        AND (status = 'queued' OR (status = 'running' AND %(redelivered)s))
     RETURNING id, task_id, type, args, attempts, max_attempts, worker, attempt_cause, queued_at,
-              started_at
+              started_at, schedule_id
 ), lost AS (
     UPDATE jobs_jobattempt AS a
        SET outcome = 'lost', finished_at = claimed.started_at,
@@ -84,7 +88,9 @@ WITH claimed AS (
            started_at, '', ''
       FROM claimed
 )
-SELECT type, args, attempts, max_attempts FROM claimed
+SELECT type, args, attempts, max_attempts, EXTRACT(EPOCH FROM started_at - queued_at),
+       schedule_id
+  FROM claimed
 """
 _REDELIVERED_ERROR = "worker lost: the broker redelivered the message to another attempt"
 
@@ -109,12 +115,19 @@ def job_claim(
         row = cursor.fetchone()
     if row is None:
         return None
-    job_type, args, attempts, max_attempts = row
+    job_type, args, attempts, max_attempts, queue_seconds, schedule_id = row
     if isinstance(args, str):
         # Django registers psycopg's jsonb loader as text (JSONField decodes it), so raw SQL sees
         # the JSON document as a string.
         args = json.loads(args)
-    return ClaimedJob(type=job_type, args=args, attempts=attempts, max_attempts=max_attempts)
+    return ClaimedJob(
+        type=job_type,
+        args=args,
+        attempts=attempts,
+        max_attempts=max_attempts,
+        queue_seconds=float(queue_seconds) if queue_seconds is not None else None,
+        schedule_id=schedule_id,
+    )
 
 
 def _ending_attempt(job_update: str) -> str:
