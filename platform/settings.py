@@ -268,10 +268,8 @@ if not DEBUG:
 # --- Observability: logs, Sentry, metrics (saas_platform.observability) ------------------------
 LOG_FORMAT = env_choice("LOG_FORMAT", LOG_FORMATS, "plain")
 LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
-MIDDLEWARE.insert(
-    MIDDLEWARE.index("tenants.middleware.TenantHostMiddleware") + 1,
-    "saas_platform.observability.middleware.RequestContextMiddleware",
-)
+# First, so that even a request the tenant lookup turns away has its request id.
+MIDDLEWARE.insert(0, "saas_platform.observability.middleware.RequestContextMiddleware")
 SENTRY_DSN = env_url("SENTRY_DSN", schemes=("http", "https"))
 SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT")
 SENTRY_RELEASE = env_str("SENTRY_RELEASE")

@@ -68,5 +68,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
     problems = [p for p in (_database_problem(), _redis_problem()) if p]
     if problems:
         logger.warning("not ready: %s", "; ".join(problems))
-        return JsonResponse({"status": "unavailable", "problems": problems}, status=503)
+        response = JsonResponse({"status": "unavailable", "problems": problems}, status=503)
+        # The warning above is the record: without this, django.request logs every probe's 503
+        # as an ERROR, and Sentry turns each one of a probe every few seconds into an event.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
     return JsonResponse({"status": "ok"})
