@@ -283,3 +283,14 @@ if SENTRY_DSN:
 # page); METRICS_PORT makes a worker's main process serve its own, for hosts without a web.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 METRICS_PORT = env_int("METRICS_PORT", 0, minimum=0)
+
+# --- HTTPS behind the deployment's proxy (deploy/ sets these; `manage.py check --deploy`) -------
+# The proxy terminates TLS and says so in X-Forwarded-Proto; trust that only behind one.
+if env_bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=False)
+# Probes and scrapers talk plain HTTP to the pod, not through the proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True  # tenants live on subdomains
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
