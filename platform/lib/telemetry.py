@@ -14,7 +14,7 @@ this module is the library the jobs layer calls.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import sentry_sdk
@@ -68,5 +68,5 @@ def secrets_add(*values: Any) -> None:
         _secrets.set(_secrets.get() | found)
 
 
-def secrets() -> Iterable[str]:
+def secrets() -> frozenset[str]:
     return _secrets.get()

@@ -16,6 +16,7 @@ and the job chose to put its data there (API keys are still replaced in it).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -68,11 +69,17 @@ def _normal(name: str) -> str:
     return name.lower().replace("-", "_")
 
 
+@functools.lru_cache(maxsize=64)
+def _secrets_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    # Longest first, so that a value containing a shorter one is replaced whole. Cached: every
+    # breadcrumb of a task (a log line, a query, a Redis command) is scrubbed with the same set.
+    ordered = sorted(secrets, key=len, reverse=True)
+    return re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
+
+
 class _Scrubber:
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so that a value containing a shorter one is replaced whole.
-        ordered = sorted(set(secrets), key=len, reverse=True)
-        self.secrets = re.compile("|".join(re.escape(s) for s in ordered)) if ordered else None
+        self.secrets = _secrets_pattern(frozenset(secrets))
 
     def text(self, value: str, *, keep_secrets: bool = False) -> str:
         value = API_KEY_PATTERN.sub(FILTERED, value)
@@ -109,9 +116,4 @@ def _is_exception_message(path: tuple[str, ...]) -> bool:
 
 def scrub_event(event: dict[str, Any]) -> dict[str, Any]:
     scrubbed: dict[str, Any] = _Scrubber(telemetry.secrets()).walk(event)
-    return scrubbed
-
-
-def scrub_breadcrumb(crumb: dict[str, Any]) -> dict[str, Any]:
-    scrubbed: dict[str, Any] = _Scrubber(telemetry.secrets()).walk(crumb, ("breadcrumbs",))
     return scrubbed
