@@ -25,6 +25,7 @@ from saas_platform.observability.scrub import scrub_event
 from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.django import DjangoIntegration
 from sentry_sdk.integrations.logging import ignore_logger
+from sentry_sdk.integrations.redis import RedisIntegration
 from sentry_sdk.utils import BadDsn
 
 # The tag the runner sets on the attempt that fails a job for good (jobs.runner).
@@ -57,7 +58,14 @@ def sentry_init(
             dsn=dsn,
             environment=environment,
             release=release or _release(),
-            integrations=[DjangoIntegration(), CeleryIntegration(monitor_beat_tasks=False)],
+            # Errors, not traces: no trace headers on every message the dispatcher sends, no
+            # spans for Django's signals, and no breadcrumb per Redis command (the dispatcher
+            # and heartbeats send thousands; they cost CPU per task and tell on-call little).
+            integrations=[
+                DjangoIntegration(signals_spans=False),
+                CeleryIntegration(monitor_beat_tasks=False, propagate_traces=False),
+            ],
+            disabled_integrations=[RedisIntegration()],
             send_default_pii=False,
             # Request bodies hold job arguments; the API's own error envelope says what was wrong.
             max_request_body_size="never",
