@@ -7,6 +7,9 @@ Used by bench.variants to measure suggested changes without editing the product:
   around every task, which with health checks on costs a `SELECT 1` per task.
 - `async-commit`: the worker's sessions commit with synchronous_commit=off: its status updates
   and result rows stop waiting for the WAL flush (submission keeps waiting for it).
+- `no-observability`: no Prometheus metrics (the runner's, dispatcher's and reconciler's calls
+  go to a stand-in that does nothing), plain log lines, no Sentry (leave SENTRY_DSN unset):
+  bench.observability_overhead's baseline.
 (The measured `merged-success` variant, Job row and result row in one statement, is now the
 product's own path: jobs.success.)
 """
@@ -23,6 +26,7 @@ _KNOWN = {
     "limit-set",
     "no-health-check",
     "async-commit",
+    "no-observability",
 }
 if VARIANT - _KNOWN:
     raise ValueError(f"unknown BENCH_VARIANT {sorted(VARIANT - _KNOWN)}; known: {sorted(_KNOWN)}")
@@ -36,3 +40,21 @@ if "async-commit" in VARIANT:
         **DATABASES["default"]["OPTIONS"],
         "options": "-c synchronous_commit=off",
     }
+if "no-observability" in VARIANT:
+    from typing import Any
+
+    from saas_platform.lib import metrics as _metrics
+
+    class _NoMetric:
+        def labels(self, *_: Any) -> _NoMetric:
+            return self
+
+        def inc(self, *_: Any) -> None:
+            pass
+
+        def observe(self, *_: Any) -> None:
+            pass
+
+    for _name in ("JOBS_ENDED", "JOB_QUEUE_SECONDS", "JOB_RUN_SECONDS", "RATE_LIMIT_DEFERRALS",
+                  "RECONCILER_RESCUES", "BEAT_LAG_SECONDS"):  # fmt: skip
+        setattr(_metrics, _name, _NoMetric())

@@ -27,6 +27,7 @@ import redis
 from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
+from saas_platform.lib import metrics
 from saas_platform.lib.broker import unacked_restore
 from saas_platform.lib.db import connection
 from saas_platform.lib.state_redis import state_key, state_redis
@@ -136,6 +137,7 @@ def reconcile_pass() -> PassReport | None:
             report.slots_repaired += found.slots_repaired
             report.rescued += found.rescued
             report.lost += found.lost
+            _count_rescues(found)
         report.errors = len(errored)
         for tenant_id in errored:
             # Visited again next pass even if the set had lost it; and one failing tenant does not
@@ -202,3 +204,11 @@ def _start(**_: Any) -> None:
 @worker_shutdown.connect
 def _end(**_: Any) -> None:
     _stop.set()
+
+
+def _count_rescues(found: Any) -> None:
+    """reconciler_rescues{kind}: what a pass put back, for dashboards and alerts."""
+    for kind in ("rescued", "lost", "announced", "slots_repaired"):
+        count = getattr(found, kind)
+        if count:
+            metrics.RECONCILER_RESCUES.labels(kind).inc(count)

@@ -34,6 +34,7 @@ from billing.metering import usage_count
 from jobs.catalogue import JobContext, PermanentJobError, job_type_get
 from jobs.fairness import tenant_mark_ready
 from jobs.models import AttemptOutcome
+from jobs.observed import attempt_begun, attempt_ended, final_failure_noted, job_context
 from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import (
     job_claim,
@@ -96,6 +97,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             # and runs the task in public): here that failure is a retry like the claim's,
             # rather than a claim in public that fails for good. A no-op once active.
             tenant_activate(tenant_id)
+        job_context(tenant=connection.schema_name, job_id=job_id)
         claimed = job_claim(job_id=job_id, task_id=task_id, redelivered=redelivered)
     except (OperationalError, InterfaceError) as exc:
         # The database is unreachable: the job was not claimed and no attempt was used. Send the
@@ -107,10 +109,12 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         # Read by whoever records the success (the results backend, or _record_own_success):
         # the next step is made in the same transaction.
         setattr(task.request, WORKFLOW_STEP_ATTRIBUTE, (str(claimed.workflow_id), claimed.position))
+    attempt_begun(claimed)
     if claimed.attempts > claimed.max_attempts:
         # Only redeliveries after lost workers get here: each counted an attempt.
         message = f"gave up after {claimed.max_attempts} attempts (worker lost)"
         job_fail(job_id=job_id, task_id=task_id, error=message)
+        final_failure_noted(job_id, claimed.attempts)
         raise AttemptsExhausted(message)
     job_type = job_type_get(claimed.type)
     context = JobContext(
@@ -120,6 +124,8 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         report_progress=_progress_reporter(job_id, task_id),
     )
     began = time.monotonic()
+    outcome = AttemptOutcome.FAILED
+    result: Any = None
     try:
         if pool_kills_on_time_limit():
             result = job_type.run(context, claimed.args)
@@ -134,6 +140,8 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             error=f"soft time limit of {job_type.soft_time_limit_seconds} s exceeded",
             outcome=AttemptOutcome.TIMED_OUT,
         )
+        outcome = AttemptOutcome.TIMED_OUT
+        final_failure_noted(job_id, claimed.attempts)
         raise
     except JobTimeLimitExceeded:
         limit = _hard_time_limit(task, job_type.time_limit_seconds)
@@ -144,11 +152,14 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             error=f"time limit of {limit:g} s exceeded",
             outcome=AttemptOutcome.TIMED_OUT,
         )
+        outcome = AttemptOutcome.TIMED_OUT
+        final_failure_noted(job_id, claimed.attempts)
         raise
     except PermanentJobError as exc:
         job_fail(
             job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
         )
+        final_failure_noted(job_id, claimed.attempts)
         raise
     except Exception as exc:
         if claimed.attempts < claimed.max_attempts:
@@ -167,19 +178,31 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
                 queue = (task.request.delivery_info or {}).get("routing_key") or job_type.queue
                 _announce_retry(connection.tenant.pk, queue, time.time() + countdown)
             logger.info("job %s failed (%s); retry in %.0f s", job_id, _error_text(exc), countdown)
+            outcome = AttemptOutcome.RETRYING
             # Acknowledged with no result: the retry is the job's next attempt, sent again by the
             # dispatcher when due.
             raise Ignore() from exc
         job_fail(
             job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
         )
+        final_failure_noted(job_id, claimed.attempts)
         raise
+    else:
+        outcome = AttemptOutcome.SUCCEEDED
     finally:
         # What is leaving the attempt, if anything: Ignore is a retry, any other exception has
         # failed the job for good (every handler above records it before raising).
         leaving = sys.exc_info()[1]
         failed = leaving is not None and not isinstance(leaving, Ignore)
-        _attempt_ended(connection.tenant.pk, task_id, time.monotonic() - began, failed=failed)
+        run_seconds = time.monotonic() - began
+        _attempt_ended(connection.tenant.pk, task_id, run_seconds, failed=failed)
+        attempt_ended(
+            tenant_id=connection.tenant.pk,
+            job_type=claimed.type,
+            status=outcome.value,
+            run_seconds=run_seconds,
+            result=result,
+        )
     if job_type.ignore_result:
         _record_own_success(task, job_id, task_id, result)
     return result

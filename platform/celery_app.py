@@ -20,7 +20,8 @@ app.conf.CELERY_DB_REUSE_MAX = 1_000_000
 app.autodiscover_tasks(["saas_platform", "jobs", "tenants", "billing"])
 
 # Signal handlers: the tenant's trip through publish/prerun/postrun, the publish time on every
-# message, worker incarnations and heartbeats.
+# message, worker incarnations and heartbeats, each task's log and Sentry context.
 import saas_platform.lib.broker  # noqa: E402
 import saas_platform.lib.tenant_context  # noqa: E402
-import saas_platform.lib.worker_liveness  # noqa: E402, F401
+import saas_platform.lib.worker_liveness  # noqa: E402
+import saas_platform.observability.celery_signals  # noqa: E402, F401

@@ -15,6 +15,8 @@ deploy/). What it does, in order:
    tenant-aware scheduler, jobs.schedules.beat, for every tenant's schedules) with the same
    environment, each output line prefixed with the process name, and print the portal and
    operator admin URLs once the web server answers.
+   With FLOWER=1 (`make run FLOWER=1`) it also starts Flower on port 5555 (FLOWER_PORT), the
+   workers sending the task events it shows.
 4. Ctrl-C, SIGTERM or SIGHUP stops the processes (SIGTERM, then SIGKILL after a grace period)
    and then the embedded servers. When a process exits on its own, everything stops and the exit
    is non-zero.
@@ -62,6 +64,9 @@ def main() -> int:
         return 2
     base_domain = env.get("BASE_DOMAIN", "localhost").strip().lower() or "localhost"
     bind = env.get("BIND_ADDRESS", "127.0.0.1").strip() or "127.0.0.1"
+    flower = env.get("FLOWER", "").strip().lower() in ("1", "true", "yes", "on")
+    if flower:
+        env["CELERY_EVENTS"] = "true"  # Flower shows what the workers' task events tell it
 
     _install_signal_handlers()
     with ExitStack() as cleanup:
@@ -95,12 +100,20 @@ def main() -> int:
             )
             group.start("worker", [*celery, "-A", "saas_platform", "worker", "-l", "INFO"])
             group.start("beat", [*celery, "-A", "saas_platform", "beat", "-l", "INFO"])
+            flower_port = env.get("FLOWER_PORT", "5555")
+            if flower:
+                group.start(
+                    "flower",
+                    [*celery, "-A", "saas_platform", "flower", f"--address={bind}",
+                     f"--port={flower_port}"],
+                )  # fmt: skip
             if group.wait_for_port(_reachable(bind), port, WEB_READY_TIMEOUT):
                 group.say(
                     "run",
                     f"tenant portal:  http://acme.{base_domain}:{port}/\n"
                     f"operator admin: http://{base_domain}:{port}/admin/\n"
-                    "Ctrl-C stops everything.",
+                    + (f"flower:         http://{bind}:{flower_port}/\n" if flower else "")
+                    + "Ctrl-C stops everything.",
                 )
 
             # Step 4: run until a signal or until a process ends on its own.

@@ -11,8 +11,14 @@ from pathlib import Path
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
-from saas_platform.lib.env import env_bool, env_hostname, env_int, env_str, env_url
+from saas_platform.lib.env import env_bool, env_choice, env_hostname, env_int, env_str, env_url
 from saas_platform.lib.service_urls import database_from_url, redis_with_db
+from saas_platform.observability.multiproc import multiproc_dir_ensure
+
+# Before anything imports prometheus_client (it picks its storage at import).
+multiproc_dir_ensure()
+
+from saas_platform.observability.logs import LOG_FORMATS, logging_config  # noqa: E402
 
 # Lets `admin.ModelAdmin[Model]` and friends be subscripted at run time, as the type hints say.
 django_stubs_ext.monkeypatch()
@@ -307,21 +313,32 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
-
-# --- Sentry -------------------------------------------------------------------------------------
+# --- Observability: logs, Sentry, metrics (saas_platform.observability) ------------------------
+LOG_FORMAT = env_choice("LOG_FORMAT", LOG_FORMATS, "plain")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=env_str("LOG_LEVEL", "INFO"))
+# First, so that even a request the tenant lookup turns away has its request id.
+MIDDLEWARE.insert(0, "saas_platform.observability.middleware.RequestContextMiddleware")
 SENTRY_DSN = env_url("SENTRY_DSN", schemes=("http", "https"))
 SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT")
+SENTRY_RELEASE = env_str("SENTRY_RELEASE")
 if SENTRY_DSN:
-    from saas_platform.sentry import sentry_init
+    from saas_platform.observability.sentry import sentry_init
 
-    sentry_init(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT or None)
+    sentry_init(
+        dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT or None, release=SENTRY_RELEASE or None
+    )
+# GET /metrics on the public host needs `Authorization: Bearer <METRICS_TOKEN>` (unset: no such
+# page); METRICS_PORT makes a worker's main process serve its own, for hosts without a web.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_PORT = env_int("METRICS_PORT", 0, minimum=0)
+
+# --- HTTPS behind the deployment's proxy (deploy/ sets these; `manage.py check --deploy`) -------
+# The proxy terminates TLS and says so in X-Forwarded-Proto; trust that only behind one.
+if env_bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=False)
+# Probes and scrapers talk plain HTTP to the pod, not through the proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True  # tenants live on subdomains
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)

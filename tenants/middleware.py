@@ -24,6 +24,7 @@ from django.urls import set_urlconf
 from django_tenants.postgresql_backend.base import FakeTenant
 from django_tenants.utils import get_public_schema_name, remove_www
 from saas_platform.lib.db import connection
+from saas_platform.lib.telemetry import context_bind
 from saas_platform.lib.tenant_context import tenant_enter
 
 from tenants.models import Domain, Tenant
@@ -100,4 +101,5 @@ class TenantHostMiddleware:
             return HttpResponseNotFound(b"No tenant lives at this host.")
         request.tenant = tenant  # type: ignore[attr-defined]
         tenant_enter(tenant)
+        context_bind(tenant=tenant.schema_name)  # on the request's log lines and Sentry events
         return self.get_response(request)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from saas_platform.lib import metrics
 from saas_platform.lib.db import connection
 from saas_platform.lib.rate_buckets import BucketSpec, buckets_take
 from saas_platform.lib.state_redis import state_key, state_redis
@@ -188,6 +189,8 @@ def tenant_dispatch_turn(*, tenant_id: int, queue: str, room: int, alone: bool) 
                 chosen.append(job)
         if chosen or not held_back:
             break
+    for held_type in held_back:
+        metrics.RATE_LIMIT_DEFERRALS.labels(held_type).inc()
     if not chosen:
         if held_back:
             return TurnResult(set_aside_until=min(held_back.values()), rate_limited=held_back)

@@ -31,6 +31,9 @@ _PIPELINE_SIZE = 1000
 def _send(job: Job, producer: Any) -> None:
     options: dict[str, Any] = {
         "args": [str(job.id)],
+        # What monitoring shows as the task's arguments (Flower, task events, the results admin):
+        # the job id alone says nothing about whose job it is.
+        "argsrepr": f"['{job.id}'] tenant={connection.schema_name}",
         "task_id": str(job.task_id),
         "queue": job.queue,
         "producer": producer,

@@ -50,6 +50,10 @@ class ClaimedJob:
     # Set for a workflow's step: its success advances the workflow in the same transaction.
     workflow_id: uuid.UUID | None = None
     position: int | None = None
+    # From queued (or due) to this start; the schedule that submitted the job, if one did. For
+    # metrics and the log/Sentry context (jobs.runner).
+    queue_seconds: float | None = None
+    schedule_id: int | None = None
 
 
 # One round trip: claim the job for this attempt, record the attempt, and read what is needed to
@@ -74,7 +78,7 @@ WITH claimed AS (
      WHERE id = %(job_id)s AND task_id = %(task_id)s
        AND (status = 'queued' OR (status = 'running' AND %(redelivered)s))
     RETURNING id, task_id, type, args, attempts, max_attempts, worker, attempt_cause, queued_at,
-              started_at, workflow_id, position
+              started_at, workflow_id, position, schedule_id
 ), lost AS (
     UPDATE jobs_jobattempt AS a
        SET outcome = 'lost', finished_at = claimed.started_at,
@@ -89,7 +93,9 @@ WITH claimed AS (
            started_at, '', ''
       FROM claimed
 )
-SELECT type, args, attempts, max_attempts, workflow_id, position FROM claimed
+SELECT type, args, attempts, max_attempts, workflow_id, position,
+       EXTRACT(EPOCH FROM started_at - queued_at), schedule_id
+  FROM claimed
 """
 _REDELIVERED_ERROR = "worker lost: the broker redelivered the message to another attempt"
 
@@ -119,7 +125,7 @@ def job_claim(
         row = cursor.fetchone()
     if row is None:
         return None
-    job_type, args, attempts, max_attempts, workflow_id, position = row
+    job_type, args, attempts, max_attempts, workflow_id, position, queue_seconds, schedule_id = row
     if isinstance(args, str):
         # Django registers psycopg's jsonb loader as text (JSONField decodes it), so raw SQL sees
         # the JSON document as a string.
@@ -131,6 +137,8 @@ def job_claim(
         max_attempts=max_attempts,
         workflow_id=workflow_id,
         position=position,
+        queue_seconds=float(queue_seconds) if queue_seconds is not None else None,
+        schedule_id=schedule_id,
     )
 
 

@@ -74,3 +74,12 @@ def env_hostname(name: str, default: str) -> str:
     if not _HOSTNAME.match(value):
         raise ImproperlyConfigured(f"{name} must be a host name such as example.com, got {value!r}")
     return value
+
+
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
