@@ -73,11 +73,12 @@ class BeatProcess(WorkerProcess):
 def fresh_tenant(slug: str) -> tuple[Any, str]:
     """tenant_on_plan, with the tenant's schedules and jobs of earlier tests removed."""
     from jobs.models import Job, Schedule
+    from jobs.schedules.services import schedule_delete
 
     tenant, key = tenant_on_plan(slug)
     with tenant:
         for schedule in Schedule.objects.select_related("periodic_task"):
-            schedule.periodic_task.delete()
+            schedule_delete(schedule=schedule)  # both rows, as the API does
         Job.objects.all().delete()
     return tenant, key
 

@@ -14,6 +14,7 @@ from django_celery_beat.models import PeriodicTask
 
 from jobs.models import Schedule
 from jobs.schedules.changes import changed_tenants_pop
+from jobs.schedules.services import schedule_delete
 from tests.api_client import call
 from tests.schedule_helpers import fresh_tenant
 
@@ -151,7 +152,7 @@ def test_the_plans_minimum_interval_and_maximum_count_are_422(tenant_db):
     key = tenant_db.acme_key
     with tenant_db.acme:
         for schedule in Schedule.objects.select_related("periodic_task"):
-            schedule.periodic_task.delete()
+            schedule_delete(schedule=schedule)  # both rows, as the API does
     short = _create(key, name="fast", interval_seconds=60)
     assert (short.status, short.error_code) == (422, "interval_too_short")
     assert short.body["error"]["details"]["min_interval_seconds"] == 300
@@ -207,7 +208,7 @@ def test_delete_removes_the_schedule_and_its_periodic_task(ent):
 def test_globex_cannot_read_list_change_or_delete_acmes_schedules(tenant_db):
     with tenant_db.acme:
         for schedule in Schedule.objects.select_related("periodic_task"):
-            schedule.periodic_task.delete()
+            schedule_delete(schedule=schedule)  # both rows, as the API does
     mine = _create(tenant_db.acme_key, name="acme's", interval_seconds=300).body
     path = f"/schedules/{mine['id']}"
     other = tenant_db.globex_key

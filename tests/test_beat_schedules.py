@@ -23,12 +23,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.worker]
 def _schedules_removed_after(tenant_db):
     """Each test's schedules end with it: later beats (this file's, others') do not run them."""
     yield
+    from jobs.schedules.services import schedule_delete
     from tenants.models import Tenant
 
     for tenant in Tenant.objects.filter(schema_name__startswith="beat"):
         with tenant:
             for schedule in Schedule.objects.select_related("periodic_task"):
-                schedule.periodic_task.delete()
+                schedule_delete(schedule=schedule)  # both rows, as the API does
 
 
 def _jobs(tenant, schedule_id: int) -> list[Job]:

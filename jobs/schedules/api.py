@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
-from pydantic import field_validator
+from pydantic import StrictBool, field_validator
 from saas_platform.lib.api_docs import route_doc
 from saas_platform.lib.api_errors import ApiError
 
@@ -81,7 +81,8 @@ class _Timing(_Policies):
         max_length=64,
         description="IANA zone the cron is read in and times are shown in; default UTC.",
     )
-    enabled: bool | None = None
+    # Strict: JSON true or false only, as the document says (not 0, 1 or "yes").
+    enabled: StrictBool | None = None
 
     @field_validator("run_at", mode="before")
     @classmethod
