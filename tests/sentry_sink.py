@@ -22,8 +22,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.headers.get("Content-Encoding") == "gzip":
+        encoding = self.headers.get("Content-Encoding")
+        if encoding == "gzip":
             raw = gzip.decompress(raw)
+        elif encoding == "br":
+            # The SDK prefers brotli whenever the package is installed (weasyprint brings it).
+            import brotli
+
+            raw = brotli.decompress(raw)
         with self.server.lock:
             self.server.envelopes.append(raw)
         body = b"{}"
