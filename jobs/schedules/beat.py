@@ -101,7 +101,10 @@ class TenantBook:
         tenant_enter(None)
         rows = {
             tenant.pk: tenant
-            for tenant in get_tenant_model().objects.filter(is_active=True, is_template=False)
+            # A purged tenant's row outlives its schema (tenant_delete keeps it for invoices).
+            for tenant in get_tenant_model().objects.filter(
+                is_active=True, is_template=False, purged_at__isnull=True
+            )
         }
         came = set(rows) - set(self.tenants)
         went = set(self.tenants) - set(rows)
