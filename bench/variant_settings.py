@@ -10,6 +10,8 @@ Used by bench.variants to measure suggested changes without editing the product:
 - `no-observability`: no Prometheus metrics (the runner's, dispatcher's and reconciler's calls
   go to a stand-in that does nothing), plain log lines, no Sentry (leave SENTRY_DSN unset):
   bench.observability_overhead's baseline.
+- `no-metering`: BILLING_METERING off: no usage counters (the concurrency slot is still freed),
+  for the cost of metering per job.
 (The measured `merged-success` variant, Job row and result row in one statement, is now the
 product's own path: jobs.success.)
 """
@@ -27,6 +29,7 @@ _KNOWN = {
     "no-health-check",
     "async-commit",
     "no-observability",
+    "no-metering",
 }
 if VARIANT - _KNOWN:
     raise ValueError(f"unknown BENCH_VARIANT {sorted(VARIANT - _KNOWN)}; known: {sorted(_KNOWN)}")
@@ -37,7 +40,7 @@ if "no-health-check" in VARIANT:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 if "async-commit" in VARIANT:
     DATABASES["default"]["OPTIONS"] = {
-        **DATABASES["default"]["OPTIONS"],
+        **DATABASES["default"].get("OPTIONS", {}),
         "options": "-c synchronous_commit=off",
     }
 if "no-observability" in VARIANT:
@@ -58,3 +61,5 @@ if "no-observability" in VARIANT:
     for _name in ("JOBS_ENDED", "JOB_QUEUE_SECONDS", "JOB_RUN_SECONDS", "RATE_LIMIT_DEFERRALS",
                   "RECONCILER_RESCUES", "BEAT_LAG_SECONDS"):  # fmt: skip
         setattr(_metrics, _name, _NoMetric())
+if "no-metering" in VARIANT:
+    BILLING_METERING = False

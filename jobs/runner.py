@@ -8,7 +8,7 @@
    backend when it stores the result: the Job row and the result row in one statement; a job
    type with ignore_result has no result row, and the runner records its success itself.
    A workflow's step makes the next step's job in the transaction that records its success.
-4. Either way, bill the attempt and free its concurrency slot (Redis, one round trip).
+4. Either way, bill the attempt and free its concurrency slot (Redis, one command).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError
 from kombu.utils.json import dumps as json_dumps
 from saas_platform.lib.db import connection
-from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.tenant_context import headers_tenant_id, tenant_activate
 from saas_platform.lib.worker_liveness import pool_kills_on_time_limit
 
@@ -236,13 +235,13 @@ def _announce_retry(tenant_id: int, queue: str, due: float) -> None:
 
 
 def _attempt_ended(tenant_id: int, task_id: str, run_seconds: float, *, failed: bool) -> None:
-    """Bill the attempt and free its concurrency slot: one round trip. A Redis failure loses the
-    count and leaves the slot taken until the reconciler frees it (jobs_free_stale_slots).
-    An attempt its worker died in is never billed: it has no end to count."""
-    pipe = state_redis().pipeline(transaction=False)
-    usage_count(tenant_id=tenant_id, attempts=1, run_seconds=run_seconds, failed=failed, pipe=pipe)
-    pipe.srem(inflight_key(tenant_id), task_id)
-    try:
-        pipe.execute()
-    except redis.RedisError as exc:
-        logger.warning("end of attempt %s not recorded in Redis: %s", task_id, exc)
+    """Bill the attempt and free its concurrency slot: one command. A Redis failure (logged by
+    usage_count) loses the count and leaves the slot taken until the reconciler frees it
+    (jobs_free_stale_slots). An attempt its worker died in is never billed: it has no end."""
+    usage_count(
+        tenant_id=tenant_id,
+        attempts=1,
+        run_seconds=run_seconds,
+        failed=failed,
+        set_remove=(inflight_key(tenant_id), task_id),
+    )

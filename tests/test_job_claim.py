@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Job, JobAttempt
 from jobs.services.transitions import job_claim
+from tests.jobs_helpers import queued_job
 
 
 def _queued(tenant) -> Job:
@@ -81,3 +83,50 @@ def test_a_redelivered_claim_is_still_one_statement(tenant_db):
         assert len(captured.captured_queries) == 1, captured.captured_queries
         outcomes = list(JobAttempt.objects.filter(job=job).values_list("number", "outcome"))
     assert outcomes == [(1, "lost"), (2, "running")]
+
+
+def _statements(block) -> list[str]:
+    with CaptureQueriesContext(connection) as captured:
+        block()
+    return [q["sql"] for q in captured.captured_queries]
+
+
+def test_a_claim_after_a_tenant_switch_carries_the_search_path_in_its_own_round_trip(tenant_db):
+    """A worker switches tenant for every task: django-tenants' SET search_path would be a round
+    trip of its own before each claim. It travels in the claim's query string instead."""
+    from saas_platform.lib.tenant_context import tenant_activate
+
+    job = queued_job(tenant_db.acme, "demo.add", {"x": 1, "y": 2})
+    tenant_activate(None)
+    tenant_activate(tenant_db.acme.pk)
+    try:
+        sent = _statements(lambda: job_claim(job_id=str(job.id), task_id=str(job.task_id)))
+        assert len(sent) == 1, sent
+        assert sent[0].startswith('SET search_path = "acme","public"; '), sent[0][:80]
+        # Its commit does not wait for the WAL flush (the attempt's end does).
+        assert "SET LOCAL synchronous_commit = off; \nWITH claimed AS" in sent[0]
+        assert Job.objects.get(id=job.id).status == "running"
+        # django-tenants knows it is set: the next statement sends no SET of its own.
+        later = _statements(lambda: Job.objects.filter(id=job.id).exists())
+        assert len(later) == 1, later
+        assert not later[0].startswith("SET"), later
+    finally:
+        tenant_activate(None)
+
+
+def test_a_failed_statement_leaves_the_search_path_to_be_set_again(tenant_db):
+    """The failed statement's implicit transaction undid its SET: the next cursor sends one."""
+    from django.db import DataError
+    from saas_platform.lib.db import rows_in_one_round_trip
+    from saas_platform.lib.tenant_context import tenant_activate
+
+    tenant_activate(None)
+    tenant_activate(tenant_db.globex.pk)
+    try:
+        with pytest.raises(DataError):
+            rows_in_one_round_trip("SELECT 1 / %(zero)s", {"zero": 0})
+        later = _statements(lambda: Job.objects.exists())
+        assert later[0].startswith('SET search_path = "globex"'), later
+        assert rows_in_one_round_trip("SELECT current_schema()", {}) == [("globex",)]
+    finally:
+        tenant_activate(None)

@@ -202,3 +202,34 @@ def test_a_member_read_twice_in_one_batch_is_rolled_up_once(tenant_db, monkeypat
     rollup.usage_rollup(batch_size=50)
     assert UsageDay.objects.get(tenant=tenant, day=day).jobs == 4
     assert member not in _dirty(tenant.pk, [day])
+
+
+def test_an_attempts_count_and_its_slot_release_are_one_command(tenant_db, settings):
+    """The runner's end of an attempt: counters and the concurrency slot's release together, and
+    the slot is released with metering off too (a benchmark's baseline)."""
+    tenant = tenant_db.acme
+    day = date(2007, 3, 9)
+    _clear(tenant.pk, [day])
+    slots = f"{day_key(tenant.pk, day)}:test-slots"
+    client = state_redis()
+    client.sadd(slots, "task-a", "task-b")
+    try:
+        usage_count(
+            tenant_id=tenant.pk,
+            attempts=1,
+            run_seconds=0.0125,
+            failed=True,
+            at=_at(day),
+            set_remove=(slots, "task-a"),
+        )
+        counts = {k.decode(): int(v) for k, v in client.hgetall(day_key(tenant.pk, day)).items()}  # type: ignore[union-attr]
+        assert counts == {"attempts": 1, "run_ms": 12, "seq": 1}
+        assert client.smembers(slots) == {b"task-b"}
+        assert _dirty(tenant.pk, [day]) == {f"{tenant.pk}:{day.isoformat()}"}
+        settings.BILLING_METERING = False
+        usage_count(tenant_id=tenant.pk, attempts=1, at=_at(day), set_remove=(slots, "task-b"))
+        assert not client.exists(slots)
+        assert int(client.hget(day_key(tenant.pk, day), "seq")) == 1  # type: ignore[arg-type]
+    finally:
+        client.delete(slots)
+        _clear(tenant.pk, [day])

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 from saas_platform.lib import metrics
-from saas_platform.lib.db import connection
+from saas_platform.lib.db import connection, rows_in_one_round_trip
 from saas_platform.lib.rate_buckets import BucketSpec, buckets_take
 from saas_platform.lib.state_redis import state_key, state_redis
 
@@ -120,10 +120,11 @@ def bucket_spec(tenant_id: int, job_type: str, limits: TenantLimits) -> BucketSp
     )
 
 
-def _rows(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall()) if cursor.description else []
+def _rows(
+    sql: str, params: dict[str, Any], *, synchronous_commit: bool = True
+) -> list[tuple[Any, ...]]:
+    # A turn's first statement carries the tenant's search_path (one round trip, not two).
+    return rows_in_one_round_trip(sql, params, synchronous_commit=synchronous_commit)
 
 
 def _job(row: tuple[Any, ...]) -> Job:
@@ -195,7 +196,14 @@ def tenant_dispatch_turn(*, tenant_id: int, queue: str, room: int, alone: bool) 
         if held_back:
             return TurnResult(set_aside_until=min(held_back.values()), rate_limited=held_back)
         return TurnResult(next_due=_next_due(queue))
-    marked = {row[0]: row[1] for row in _rows(_MARK_SENT_SQL, {"ids": [job.id for job in chosen]})}
+    # Not waiting for the WAL flush: a mark lost in a database crash only sends the job again
+    # (the runner's claim lets one message run it), and the turn's messages go out sooner.
+    marked = {
+        row[0]: row[1]
+        for row in _rows(
+            _MARK_SENT_SQL, {"ids": [job.id for job in chosen]}, synchronous_commit=False
+        )
+    }
     chosen = [job for job in chosen if job.id in marked]
     for job in chosen:
         job.task_id = marked[job.id]

@@ -25,7 +25,7 @@ from django.db.models import F
 from django.db.models.functions import Now
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
-from saas_platform.lib.db import connection
+from saas_platform.lib.db import connection, rows_in_one_round_trip
 from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.worker_liveness import current_incarnation
 
@@ -110,19 +110,25 @@ def job_claim(
 ) -> ClaimedJob | None:
     """`worker`: the claiming worker's incarnation (saas_platform.lib.worker_liveness); the job
     records "<incarnation>:<pid>" (the pid is read per call: pool children fork after import)."""
-    where = _claimer(worker)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _CLAIM_SQL,
-            {
-                "worker": where,
-                "job_id": job_id,
-                "task_id": task_id,
-                "redelivered": redelivered,
-                "lost_error": _REDELIVERED_ERROR,
-            },
-        )
-        row = cursor.fetchone()
+    # The task's first statement, with the tenant's search_path in the same round trip. Its
+    # commit does not wait for the WAL flush: the attempt's end, a synchronous commit, flushes the
+    # claim's WAL before its own, so only a database crash between claim and end can lose a
+    # claim. The job is then queued again as far as the database knows, and its message runs it
+    # again (a worker's message is redelivered or republished as overdue): a repeated attempt,
+    # as after any crash mid-job, never a lost job. Waiting for that flush was the slowest part
+    # of a short job's claim (bench.variants, async-commit).
+    rows = rows_in_one_round_trip(
+        _CLAIM_SQL,
+        {
+            "worker": _claimer(worker),
+            "job_id": job_id,
+            "task_id": task_id,
+            "redelivered": redelivered,
+            "lost_error": _REDELIVERED_ERROR,
+        },
+        synchronous_commit=False,
+    )
+    row = rows[0] if rows else None
     if row is None:
         return None
     job_type, args, attempts, max_attempts, workflow_id, position, queue_seconds, schedule_id = row
