@@ -121,37 +121,34 @@ def usage_count(
     failures per tenant). `set_remove` (key, member): removed in the same command (the runner
     frees the attempt's concurrency slot with its count); it is removed with metering off too.
     """
-    if not settings.BILLING_METERING and set_remove is None:
-        return
+    target = pipe if pipe is not None else state_redis()
     moment = (at or timezone.now()).astimezone(UTC)
     day = moment.date()
-    if settings.BILLING_METERING:
-        keys = [
-            day_key(tenant_id, day),
-            month_key(tenant_id, day),
-            attempts_minute_key(int(moment.timestamp()) // 60),
-            failures_hour_key(int(moment.timestamp()) // 3600),
-            dirty_key(),
-        ]
-        args: list[str | int] = [
-            jobs,
-            attempts,
-            round(run_seconds * 1000),
-            int(failed),
-            str(tenant_id),
-            f"{tenant_id}:{day.isoformat()}",
-            int(USAGE_TTL.total_seconds()),
-            int(STATS_TTL.total_seconds()),
-        ]
-    target = pipe if pipe is not None else state_redis()
     try:
-        if not settings.BILLING_METERING:
-            assert set_remove is not None
-            target.srem(set_remove[0], set_remove[1])
-        elif set_remove is None:
+        if settings.BILLING_METERING:
+            keys = [
+                day_key(tenant_id, day),
+                month_key(tenant_id, day),
+                attempts_minute_key(int(moment.timestamp()) // 60),
+                failures_hour_key(int(moment.timestamp()) // 3600),
+                dirty_key(),
+            ]
+            args: list[str | int] = [
+                jobs,
+                attempts,
+                round(run_seconds * 1000),
+                int(failed),
+                str(tenant_id),
+                f"{tenant_id}:{day.isoformat()}",
+                int(USAGE_TTL.total_seconds()),
+                int(STATS_TTL.total_seconds()),
+            ]
+            if set_remove is not None:
+                keys.append(set_remove[0])
+                args.append(set_remove[1])
             target.eval(_COUNT, len(keys), *keys, *args)
-        else:
-            target.eval(_COUNT, len(keys) + 1, *keys, set_remove[0], *args, set_remove[1])
+        elif set_remove is not None:
+            target.srem(*set_remove)
     except redis.RedisError as exc:
         if pipe is not None:
             raise  # not sent yet: a pipeline raises only when executed

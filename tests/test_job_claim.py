@@ -130,3 +130,21 @@ def test_a_failed_statement_leaves_the_search_path_to_be_set_again(tenant_db):
         assert rows_in_one_round_trip("SELECT current_schema()", {}) == [("globex",)]
     finally:
         tenant_activate(None)
+
+
+def test_a_connection_replaced_by_its_health_check_gets_the_search_path_too(tenant_db):
+    """Opening the cursor may replace a connection that failed its health check, and the new
+    session has no search_path: django-tenants' close() forgets what it had set, so the SET is
+    sent again (by django-tenants, as a statement of its own, on this rare path)."""
+    from saas_platform.lib.db import rows_in_one_round_trip
+    from saas_platform.lib.tenant_context import tenant_activate
+
+    tenant_activate(None)
+    tenant_activate(tenant_db.globex.pk)
+    try:
+        assert rows_in_one_round_trip("SELECT current_schema()", {}) == [("globex",)]
+        connection.connection.close()  # broken behind Django's back
+        connection.health_check_done = False  # as close_old_connections leaves it
+        assert rows_in_one_round_trip("SELECT current_schema()", {}) == [("globex",)]
+    finally:
+        tenant_activate(None)
