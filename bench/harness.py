@@ -338,6 +338,16 @@ class OthersCpu:
         self._start = _all_process_times()
         self._started = time.perf_counter()
 
+    def used_by(self, pids: set[int]) -> float:
+        """CPU seconds that these processes used over the interval (ones started meanwhile
+        count whole)."""
+        used = 0.0
+        for pid, (start_time, cpu) in _all_process_times().items():
+            if pid in pids:
+                before = self._start.get(pid)
+                used += cpu - before[1] if before and before[0] == start_time else cpu
+        return used
+
     def share(self, own_pids: set[int]) -> float:
         """Others' CPU as a fraction of all cores over the interval (1.0 = every core busy)."""
         used = 0.0
@@ -348,6 +358,17 @@ class OthersCpu:
             used += cpu - before[1] if before and before[0] == start_time else cpu
         elapsed = time.perf_counter() - self._started
         return used / (elapsed * (os.cpu_count() or 1))
+
+
+def redis_server_pids() -> set[int]:
+    """The machine's redis-server processes (shared with anything else using them)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if (entry / "comm").read_text().strip() == "redis-server":
+                    found.add(int(entry.name))
+    return found
 
 
 def load_average() -> float:

@@ -55,6 +55,7 @@ from bench.harness import (
     env_int,
     machine_summary,
     median,
+    redis_server_pids,
     table,
     wait_until,
 )
@@ -82,6 +83,10 @@ class Round:
     worker_cpu_s: float  # the worker's processes, over the whole round
     # CPU used by everything else on the machine during the round, as a share of all cores.
     others_cpu: float = float("nan")
+    # Where the machine's CPU went: our PostgreSQL sessions, the Redis server (shared: other
+    # users of it count too), as measured by `own_pids`' caller.
+    postgres_cpu_s: float = float("nan")
+    redis_cpu_s: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -94,6 +99,14 @@ class Round:
     @property
     def submit_cpu_ms_per_job(self) -> float:
         return self.submit_cpu_s * 1000 / self.jobs
+
+    @property
+    def postgres_cpu_ms_per_job(self) -> float:
+        return self.postgres_cpu_s * 1000 / self.jobs
+
+    @property
+    def redis_cpu_ms_per_job(self) -> float:
+        return self.redis_cpu_s * 1000 / self.jobs
 
 
 @dataclass
@@ -172,6 +185,11 @@ class Scenario:
         query = sql.SQL("SELECT count(*) FROM {} WHERE id > %s").format(self._results_table)
         return int(self.query(query, [last_id])[0][0])
 
+    def _session_pids(self) -> set[int]:
+        """The server processes of the sessions on this scenario's database, ours included."""
+        query = sql.SQL("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        return {int(row[0]) for row in self.query(query)}
+
     def run_round(
         self, count: int, first: int, own_pids: Callable[[], set[int]] | None = None
     ) -> Round:
@@ -184,6 +202,7 @@ class Scenario:
         self.submit(count, first)
         submit_cpu = time.process_time() - submit_cpu
         submitted = time.perf_counter()
+        sessions = self._session_pids()
         try:
             finished = wait_until(
                 lambda: self._results_after(last_id) >= count,
@@ -200,6 +219,8 @@ class Scenario:
             submit_cpu_s=submit_cpu,
             worker_cpu_s=self.worker.cpu_seconds() - worker_cpu,
             others_cpu=others.share(own_pids()) if own_pids else float("nan"),
+            postgres_cpu_s=others.used_by(sessions | self._session_pids()),
+            redis_cpu_s=others.used_by(redis_server_pids()),
         )
 
 

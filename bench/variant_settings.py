@@ -12,6 +12,8 @@ Used by bench.variants to measure suggested changes without editing the product:
   bench.observability_overhead's baseline.
 - `no-metering`: BILLING_METERING off: no usage counters (the concurrency slot is still freed),
   for the cost of metering per job.
+- `unprepared`: DB_PREPARED_STATEMENTS off: the hot path's statements are planned on every
+  call, as before they were prepared per session and tenant (saas_platform.lib.db).
 (The measured `merged-success` variant, Job row and result row in one statement, is now the
 product's own path: jobs.success.)
 """
@@ -30,10 +32,13 @@ _KNOWN = {
     "async-commit",
     "no-observability",
     "no-metering",
+    "unprepared",
 }
 if VARIANT - _KNOWN:
     raise ValueError(f"unknown BENCH_VARIANT {sorted(VARIANT - _KNOWN)}; known: {sorted(_KNOWN)}")
 
+if "unprepared" in VARIANT:
+    DB_PREPARED_STATEMENTS = False
 if "limit-set" in VARIANT:
     TENANT_LIMIT_SET_CALLS = True
 if "no-health-check" in VARIANT:

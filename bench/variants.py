@@ -51,7 +51,10 @@ def run(jobs: int, rounds: int, variants: list[str]) -> list[ScenarioResult]:
                     scenario.result.rounds.append(measured)
                     print(
                         f"round {n + 1}/{rounds} {scenario.key:50} {measured.rate:6.0f} jobs/s "
-                        f"worker CPU {measured.worker_cpu_ms_per_job:.2f} ms/job "
+                        f"CPU ms/job: worker {measured.worker_cpu_ms_per_job:.2f} "
+                        f"postgres {measured.postgres_cpu_ms_per_job:.2f} "
+                        f"redis {measured.redis_cpu_ms_per_job:.2f} "
+                        f"submit {measured.submit_cpu_ms_per_job:.2f} "
                         f"(others' CPU {measured.others_cpu:.0%})",
                         flush=True,
                     )

@@ -140,6 +140,9 @@ DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
 # put a transaction-mode pooler in front of this (DESIGN.md).
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 600, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The worker's hot statements (claim, success, the dispatcher's candidates) are prepared per
+# session and tenant schema (saas_platform.lib.db): prepared statements are session state too.
+DB_PREPARED_STATEMENTS = True
 _test_db_name = env_str("TEST_DATABASE_NAME")
 if _test_db_name:
     DATABASES["default"]["TEST"] = {"NAME": _test_db_name}

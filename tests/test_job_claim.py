@@ -103,8 +103,10 @@ def test_a_claim_after_a_tenant_switch_carries_the_search_path_in_its_own_round_
         sent = _statements(lambda: job_claim(job_id=str(job.id), task_id=str(job.task_id)))
         assert len(sent) == 1, sent
         assert sent[0].startswith('SET search_path = "acme","public"; '), sent[0][:80]
-        # Its commit does not wait for the WAL flush (the attempt's end does).
-        assert "SET LOCAL synchronous_commit = off; \nWITH claimed AS" in sent[0]
+        # Its commit does not wait for the WAL flush (the attempt's end does), and it runs as
+        # the session's prepared claim for acme (PREPARE the first time, EXECUTE always).
+        assert "SET LOCAL synchronous_commit = off; " in sent[0]
+        assert "EXECUTE saas_" in sent[0].split("SET LOCAL synchronous_commit = off; ")[1]
         assert Job.objects.get(id=job.id).status == "running"
         # django-tenants knows it is set: the next statement sends no SET of its own.
         later = _statements(lambda: Job.objects.filter(id=job.id).exists())

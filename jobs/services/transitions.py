@@ -127,6 +127,7 @@ def job_claim(
             "lost_error": _REDELIVERED_ERROR,
         },
         synchronous_commit=False,
+        prepared=True,
     )
     row = rows[0] if rows else None
     if row is None:
@@ -344,26 +345,25 @@ def job_succeed_with_result(
 ) -> bool:
     """`encoded_result` is the JSON text Celery's result serializer produced (also valid jsonb).
     Returns whether the job took the success (False: it had ended or moved on meanwhile)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _SUCCESS_SQL,
-            {
-                "job_id": job_id,
-                "task_id": task_id,
-                "result": encoded_result,
-                "content_type": content_type,
-                "content_encoding": content_encoding,
-                "meta": encoded_meta,
-                "periodic_task_name": extended["periodic_task_name"],
-                "task_name": extended["task_name"],
-                "task_args": extended["task_args"],
-                "task_kwargs": extended["task_kwargs"],
-                "worker": extended["worker"],
-                "claimer": _claimer(),
-            },
-        )
-        row = cursor.fetchone()
-    return bool(row and row[0])
+    rows = rows_in_one_round_trip(
+        _SUCCESS_SQL,
+        {
+            "job_id": job_id,
+            "task_id": task_id,
+            "result": encoded_result,
+            "content_type": content_type,
+            "content_encoding": content_encoding,
+            "meta": encoded_meta,
+            "periodic_task_name": extended["periodic_task_name"],
+            "task_name": extended["task_name"],
+            "task_args": extended["task_args"],
+            "task_kwargs": extended["task_kwargs"],
+            "worker": extended["worker"],
+            "claimer": _claimer(),
+        },
+        prepared=True,
+    )
+    return bool(rows and rows[0][0])
 
 
 class JobStateError(JobSubmitError):
