@@ -177,18 +177,19 @@ def _execute_ending(
     error: str,
     traceback: str = "",
 ) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            {
-                **params,
-                "outcome": outcome.value,
-                "attempt_error": error[:_MAX_ERROR_CHARS],
-                # The end of a traceback is where it went wrong.
-                "traceback": traceback[-_MAX_TRACEBACK_CHARS:],
-            },
-        )
-        row = cursor.fetchone()
+    # Prepared like the claim: retries and failures are the hot path of a failing integration.
+    rows = rows_in_one_round_trip(
+        sql,
+        {
+            **params,
+            "outcome": outcome.value,
+            "attempt_error": error[:_MAX_ERROR_CHARS],
+            # The end of a traceback is where it went wrong.
+            "traceback": traceback[-_MAX_TRACEBACK_CHARS:],
+        },
+        prepared=True,
+    )
+    row = rows[0] if rows else None
     return bool(row and row[0])
 
 
