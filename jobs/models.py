@@ -334,6 +334,9 @@ class Schedule(models.Model):
     catch_up_seconds = models.PositiveIntegerField(default=3600)
     overlap = models.CharField(max_length=16, choices=Overlap.choices, default=Overlap.ALLOW)
     jitter_seconds = models.PositiveIntegerField(default=0)
+    # Sentry Crons: "" for none. Sentry sees it as "<tenant slug>-<monitor_slug>"
+    # (jobs.schedules.monitors), so one tenant cannot check in on another's monitor.
+    monitor_slug = models.CharField(max_length=50, blank=True, default="")
     # The nominal time of the last occurrence the beat handled (ran, skipped or buffered).
     last_due_at = models.DateTimeField(null=True, blank=True)
     last_job = models.ForeignKey(
@@ -344,6 +347,14 @@ class Schedule(models.Model):
 
     class Meta:
         ordering = ["id"]
+        constraints = [
+            # Two schedules checking in on one monitor would close each other's check-ins.
+            models.UniqueConstraint(
+                fields=["monitor_slug"],
+                condition=~models.Q(monitor_slug=""),
+                name="jobs_schedule_monitor_slug_unique",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"schedule {self.id} {self.name}"

@@ -4,6 +4,8 @@
   event of the attempt, its arguments kept out of events, and its time in queue measured.
 - `attempt_ended`: the attempt's outcome counted by type and the tenant's plan (never the tenant:
   cardinality), and its run time.
+- A monitored schedule's job also checks in with Sentry Crons: `in_progress` as each attempt
+  begins, `ok` or `error` when the job ends for good (jobs.schedules.monitors).
 - `final_failure_noted`: the attempt that fails the job for good is the one Sentry reports. It
   is tagged so (the event is then fingerprinted per tenant and job type) and carries the earlier
   attempts as breadcrumbs, since each of those ran in a scope of its own, often on another worker.
@@ -20,7 +22,8 @@ from saas_platform.lib import metrics
 from saas_platform.lib.telemetry import context_bind, secrets_add
 
 from billing.limits import tenant_limits
-from jobs.models import JobAttempt
+from jobs.models import AttemptOutcome, JobAttempt
+from jobs.schedules.monitors import CheckinStatus, checkin_begun, checkin_ended, checkins_enabled
 from jobs.services.transitions import ClaimedJob
 
 logger = logging.getLogger(__name__)
@@ -39,20 +42,61 @@ def job_context(*, tenant: str, job_id: str) -> None:
     context_bind(tenant=tenant, job_id=job_id)
 
 
-def attempt_begun(claimed: ClaimedJob) -> None:
+# What an attempt's outcome tells the job's Sentry Crons check-in; a retry tells it nothing.
+_CHECKIN_STATUS: dict[str, CheckinStatus] = {
+    AttemptOutcome.SUCCEEDED: "ok",
+    AttemptOutcome.FAILED: "error",
+    AttemptOutcome.TIMED_OUT: "error",
+}
+
+
+def attempt_begun(claimed: ClaimedJob, *, job_id: str, tenant_slug: str) -> None:
     context_bind(job_type=claimed.type, attempt=claimed.attempts, schedule=claimed.schedule_id)
     secrets_add(claimed.args)
     if claimed.queue_seconds is not None:
         metrics.JOB_QUEUE_SECONDS.labels(claimed.type).observe(max(0.0, claimed.queue_seconds))
+    if claimed.monitor_slug and claimed.schedule_id is not None and checkins_enabled():
+        try:
+            checkin_begun(
+                tenant_slug=tenant_slug,
+                monitor_slug=claimed.monitor_slug,
+                schedule_id=claimed.schedule_id,
+                job_id=job_id,
+            )
+        except DatabaseError as exc:
+            # A check-in is a report on the job, never a reason to fail it.
+            logger.warning("Sentry check-in of job %s not sent: %s", job_id, exc)
 
 
 def attempt_ended(
-    *, tenant_id: int, job_type: str, status: str, run_seconds: float, result: Any = None
+    *,
+    tenant_id: int,
+    job_type: str,
+    status: str,
+    run_seconds: float,
+    result: Any = None,
+    claimed: ClaimedJob | None = None,
+    job_id: str = "",
+    tenant_slug: str = "",
 ) -> None:
     if result is not None:
         secrets_add(result)
     metrics.JOBS_ENDED.labels(status, job_type, _plan(tenant_id)).inc()
     metrics.JOB_RUN_SECONDS.labels(job_type).observe(run_seconds)
+    if claimed is not None:
+        job_checkin_end(claimed, job_id=job_id, tenant_slug=tenant_slug, status=status)
+
+
+def job_checkin_end(claimed: ClaimedJob, *, job_id: str, tenant_slug: str, status: str) -> None:
+    """The check-in's end, when the attempt (outcome `status`) ended a monitored job for good."""
+    checkin_status = _CHECKIN_STATUS.get(status)
+    if claimed.monitor_slug and checkin_status is not None and checkins_enabled():
+        checkin_ended(
+            tenant_slug=tenant_slug,
+            monitor_slug=claimed.monitor_slug,
+            job_id=job_id,
+            status=checkin_status,
+        )
 
 
 def final_failure_noted(job_id: str, attempt: int) -> None:

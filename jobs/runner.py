@@ -33,7 +33,13 @@ from billing.metering import usage_count
 from jobs.catalogue import JobContext, PermanentJobError, job_type_get
 from jobs.fairness import tenant_mark_ready
 from jobs.models import AttemptOutcome
-from jobs.observed import attempt_begun, attempt_ended, final_failure_noted, job_context
+from jobs.observed import (
+    attempt_begun,
+    attempt_ended,
+    final_failure_noted,
+    job_checkin_end,
+    job_context,
+)
 from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import (
     job_claim,
@@ -108,12 +114,16 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         # Read by whoever records the success (the results backend, or _record_own_success):
         # the next step is made in the same transaction.
         setattr(task.request, WORKFLOW_STEP_ATTRIBUTE, (str(claimed.workflow_id), claimed.position))
-    attempt_begun(claimed)
+    tenant_slug = connection.schema_name  # a tenant's schema is named after its slug
+    attempt_begun(claimed, job_id=job_id, tenant_slug=tenant_slug)
     if claimed.attempts > claimed.max_attempts:
         # Only redeliveries after lost workers get here: each counted an attempt.
         message = f"gave up after {claimed.max_attempts} attempts (worker lost)"
         job_fail(job_id=job_id, task_id=task_id, error=message)
         final_failure_noted(job_id, claimed.attempts)
+        job_checkin_end(
+            claimed, job_id=job_id, tenant_slug=tenant_slug, status=AttemptOutcome.FAILED
+        )
         raise AttemptsExhausted(message)
     job_type = job_type_get(claimed.type)
     context = JobContext(
@@ -201,6 +211,9 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             status=outcome.value,
             run_seconds=run_seconds,
             result=result,
+            claimed=claimed,
+            job_id=job_id,
+            tenant_slug=tenant_slug,
         )
     if job_type.ignore_result:
         _record_own_success(task, job_id, task_id, result)

@@ -83,12 +83,21 @@ def fresh_tenant(slug: str) -> tuple[Any, str]:
     return tenant, key
 
 
-def schedule_create_via_api(key: str, **body: Any) -> dict[str, Any]:
-    """POST /schedules (a demo.add unless told otherwise); the created document."""
+def schedule_post(key: str, **body: Any) -> Any:
+    """POST /schedules of a demo.add named "s" unless told otherwise; the answer, whatever it is."""
     from tests.api_client import call
 
-    body = {"name": "every", "type": "demo.add", "args": {"x": 1, "y": 2}, **body}
-    answer = call("POST", "/schedules", key=key, body=body)
+    return call(
+        "POST",
+        "/schedules",
+        key=key,
+        body={"name": "s", "type": "demo.add", "args": {"x": 1, "y": 2}, **body},
+    )
+
+
+def schedule_create_via_api(key: str, **body: Any) -> dict[str, Any]:
+    """POST /schedules (a demo.add named "every" unless told otherwise); the created document."""
+    answer = schedule_post(key, **{"name": "every", **body})
     assert answer.status == 201, answer.body
     created: dict[str, Any] = answer.body
     return created

@@ -78,16 +78,23 @@ class SentrySink(ThreadingHTTPServer):
     def dsn(self) -> str:
         return f"http://publickey@127.0.0.1:{self.server_address[1]}/1"
 
-    def events(self) -> list[dict[str, Any]]:
-        """Error events (not transactions, sessions or check-ins) received so far."""
+    def _items(self, item_type: str) -> list[dict[str, Any]]:
         with self.lock:
             raw = list(self.envelopes)
-        found = []
-        for envelope in raw:
-            for header, payload in envelope_items(envelope):
-                if header.get("type") == "event":
-                    found.append(json.loads(payload))
-        return found
+        return [
+            json.loads(payload)
+            for envelope in raw
+            for header, payload in envelope_items(envelope)
+            if header.get("type") == item_type
+        ]
+
+    def events(self) -> list[dict[str, Any]]:
+        """Error events (not transactions, sessions or check-ins) received so far."""
+        return self._items("event")
+
+    def checkins(self) -> list[dict[str, Any]]:
+        """Sentry Crons check-ins received so far, in the order they arrived."""
+        return self._items("check_in")
 
     def raw_bytes(self) -> bytes:
         with self.lock:

@@ -208,7 +208,7 @@ def _fit_chain(steps: list[Any]) -> list[Any]:
 
 
 # What the document cannot say about a schedule (one timing of three, a cron expression and a zone
-# that exist, the plan's shortest interval, a free name), made true of a valid case.
+# that exist, the plan's shortest interval, a free name and monitor), made true of a valid case.
 _CRONS = ("*/15 * * * *", "0 3 * * *", "30 2 * * 1-5", "0 0 1 * *", "0 */6 * * 0,6")
 _ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo")
 _TIMINGS = ("cron", "interval_seconds", "run_at")
@@ -226,7 +226,8 @@ def _fit_schedule(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         if timing == "cron":
             body["cron"] = _CRONS[seed % len(_CRONS)]
         elif timing == "interval_seconds":
-            body["interval_seconds"] = _SHORTEST_INTERVAL + seed % 86_400
+            # Whole minutes, which a schedule with a Sentry monitor needs.
+            body["interval_seconds"] = _SHORTEST_INTERVAL + 60 * (seed % 1440)
         else:
             body["run_at"] = (timezone.now() + timedelta(seconds=60 + seed % 86_400)).isoformat()
     if body.get("timezone") is not None:
@@ -235,6 +236,10 @@ def _fit_schedule(body: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         body["jitter_seconds"] = seed % 60  # never past the next occurrence
     if isinstance(body.get("name"), str):
         body["name"] = f"fuzz-{next(_schedule_names)}"
+    if body.get("monitor_slug"):
+        # A free slug, and only beside a timing Sentry Crons can follow (not a one-off).
+        followed = body.get("cron") is not None or body.get("interval_seconds") is not None
+        body["monitor_slug"] = f"fuzz-{next(_schedule_names)}" if followed else ""
     if isinstance(body.get("type"), str) and body["type"] not in catalogue():
         body["type"] = sorted(catalogue())[seed % len(catalogue())]
     return _fit_args(body) if "type" in body else body

@@ -16,18 +16,13 @@ from jobs.models import Schedule
 from jobs.schedules.changes import changed_tenants_pop
 from jobs.schedules.services import schedule_delete
 from tests.api_client import call
-from tests.schedule_helpers import fresh_tenant
+from tests.schedule_helpers import fresh_tenant, schedule_post
 
 
 @pytest.fixture
 def ent(tenant_db):
     """An enterprise tenant (1 s intervals, many schedules) with a key, its schedules removed."""
     return fresh_tenant("schedapi")
-
-
-def _create(key: str, **body):
-    body = {"name": "s", "type": "demo.add", "args": {"x": 1, "y": 2}, **body}
-    return call("POST", "/schedules", key=key, body=body)
 
 
 def _count(tenant) -> tuple[int, int]:
@@ -37,7 +32,7 @@ def _count(tenant) -> tuple[int, int]:
 
 def test_it_creates_a_cron_schedule_in_the_contracts_shape(ent):
     tenant, key = ent
-    answer = _create(key, name="nightly", cron="30 2 * * *", timezone="Europe/Berlin")
+    answer = schedule_post(key, name="nightly", cron="30 2 * * *", timezone="Europe/Berlin")
     assert answer.status == 201, answer.body
     body = answer.body
     assert set(body) >= {
@@ -104,7 +99,7 @@ def test_every_cron_form_of_the_seed_is_accepted_and_previewed_as_celery_runs_it
     ent, expression, fields
 ):
     tenant, key = ent
-    answer = _create(key, name=f"seed {expression}", cron=expression)
+    answer = schedule_post(key, name=f"seed {expression}", cron=expression)
     assert answer.status == 201, answer.body
     shown = [datetime.fromisoformat(when) for when in answer.body["next_runs"]]
     assert len(shown) == 5
@@ -134,15 +129,15 @@ def test_every_cron_form_of_the_seed_is_accepted_and_previewed_as_celery_runs_it
 def test_it_refuses_bad_schedules_with_422_and_writes_nothing(ent, body, code):
     tenant, key = ent
     before = _count(tenant)
-    answer = _create(key, **body)
+    answer = schedule_post(key, **body)
     assert (answer.status, answer.error_code) == (422, code), answer.body
     assert _count(tenant) == before
 
 
 def test_a_name_is_unique_per_tenant(ent):
     tenant, key = ent
-    assert _create(key, name="twice", interval_seconds=5).status == 201
-    answer = _create(key, name="twice", interval_seconds=5)
+    assert schedule_post(key, name="twice", interval_seconds=5).status == 201
+    answer = schedule_post(key, name="twice", interval_seconds=5)
     assert (answer.status, answer.error_code) == (422, "name_taken")
     assert _count(tenant)[0] == 1
 
@@ -153,21 +148,21 @@ def test_the_plans_minimum_interval_and_maximum_count_are_422(tenant_db):
     with tenant_db.acme:
         for schedule in Schedule.objects.select_related("periodic_task"):
             schedule_delete(schedule=schedule)  # both rows, as the API does
-    short = _create(key, name="fast", interval_seconds=60)
+    short = schedule_post(key, name="fast", interval_seconds=60)
     assert (short.status, short.error_code) == (422, "interval_too_short")
     assert short.body["error"]["details"]["min_interval_seconds"] == 300
-    every_minute = _create(key, name="cron fast", cron="* * * * *")
+    every_minute = schedule_post(key, name="cron fast", cron="* * * * *")
     assert (every_minute.status, every_minute.error_code) == (422, "interval_too_short")
     for n in range(5):
-        assert _create(key, name=f"ok {n}", interval_seconds=300).status == 201
-    sixth = _create(key, name="sixth", interval_seconds=300)
+        assert schedule_post(key, name=f"ok {n}", interval_seconds=300).status == 201
+    sixth = schedule_post(key, name="sixth", interval_seconds=300)
     assert (sixth.status, sixth.error_code) == (422, "too_many_schedules")
     assert _count(tenant_db.acme)[0] == 5
 
 
 def test_enterprise_allows_one_second_intervals(ent):
     _, key = ent
-    answer = _create(key, interval_seconds=1)
+    answer = schedule_post(key, interval_seconds=1)
     assert answer.status == 201
     runs = [datetime.fromisoformat(when) for when in answer.body["next_runs"]]
     assert [(b - a).total_seconds() for a, b in itertools.pairwise(runs)] == [1.0] * 4
@@ -175,7 +170,7 @@ def test_enterprise_allows_one_second_intervals(ent):
 
 def test_patch_changes_only_what_it_names_and_retimes_from_now(ent):
     _, key = ent
-    created = _create(key, name="p", cron="0 * * * *").body
+    created = schedule_post(key, name="p", cron="0 * * * *").body
     paused = call("PATCH", f"/schedules/{created['id']}", key=key, body={"enabled": False})
     assert paused.status == 200
     assert (paused.body["enabled"], paused.body["next_runs"], paused.body["cron"]) == (
@@ -199,7 +194,7 @@ def test_patch_changes_only_what_it_names_and_retimes_from_now(ent):
 
 def test_delete_removes_the_schedule_and_its_periodic_task(ent):
     tenant, key = ent
-    created = _create(key, name="d", interval_seconds=10).body
+    created = schedule_post(key, name="d", interval_seconds=10).body
     assert call("DELETE", f"/schedules/{created['id']}", key=key).status == 204
     assert _count(tenant) == (0, 0)
     assert call("GET", f"/schedules/{created['id']}", key=key).status == 404
@@ -209,7 +204,7 @@ def test_globex_cannot_read_list_change_or_delete_acmes_schedules(tenant_db):
     with tenant_db.acme:
         for schedule in Schedule.objects.select_related("periodic_task"):
             schedule_delete(schedule=schedule)  # both rows, as the API does
-    mine = _create(tenant_db.acme_key, name="acme's", interval_seconds=300).body
+    mine = schedule_post(tenant_db.acme_key, name="acme's", interval_seconds=300).body
     path = f"/schedules/{mine['id']}"
     other = tenant_db.globex_key
     assert call("GET", path, key=other).status == 404
@@ -226,13 +221,13 @@ def test_scopes_are_required(tenant_db):
     read_only = apikey_create(tenant=tenant_db.acme, scopes=["schedules:read"]).plaintext
     jobs_only = apikey_create(tenant=tenant_db.acme, scopes=["jobs:read"]).plaintext
     assert call("GET", "/schedules", key=read_only).status == 200
-    assert _create(read_only, interval_seconds=300).error_code == "insufficient_scope"
+    assert schedule_post(read_only, interval_seconds=300).error_code == "insufficient_scope"
     assert call("GET", "/schedules", key=jobs_only).error_code == "insufficient_scope"
 
 
 def test_a_run_at_schedule_previews_its_one_time(ent):
     _, key = ent
     when = (timezone.now() + timedelta(hours=1)).replace(microsecond=0)
-    answer = _create(key, run_at=when.isoformat(), timezone="America/New_York")
+    answer = schedule_post(key, run_at=when.isoformat(), timezone="America/New_York")
     assert answer.status == 201
     assert [datetime.fromisoformat(w) for w in answer.body["next_runs"]] == [when]

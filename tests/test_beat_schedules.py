@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from django.utils import timezone
 from jobs.models import Job, JobStatus, Schedule, ScheduleRun, ScheduleRunOutcome
 from tests.api_client import call
 from tests.schedule_helpers import BeatProcess, fresh_tenant, schedule_create_via_api
+from tests.servers import free_port
 from tests.workers import WorkerProcess, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.worker]
@@ -155,3 +157,36 @@ def test_the_static_platform_schedule_runs_in_public_from_the_same_beat(tenant_d
         beat_ran = wait_for(lambda: state_redis().hgetall(heartbeat), timeout=30, what="heartbeat")
         wait_for(lambda: _runs(tenant, schedule["id"]), timeout=30, what="the tenant's schedule")
     assert beat_ran[b"schema"] == b"public"
+
+
+def _beat_metrics(port: int) -> dict[str, float]:
+    """The beat's own page (METRICS_PORT): its beat_lag_seconds samples, by name and bucket."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {"page": 1.0 if "jobs_queue_depth" in text else 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("beat_lag_seconds"):
+                samples[sample.name + sample.labels.get("le", "")] = float(sample.value)
+    return samples
+
+
+def test_the_beat_serves_how_late_it_submitted_each_run(tenant_db, tmp_path):
+    tenant, key = fresh_tenant("beatlag")
+    port = free_port()
+    # A metrics directory of its own: the other beats and workers of this run count elsewhere.
+    env = {"METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    with BeatProcess(env=env):
+        schedule = schedule_create_via_api(key, interval_seconds=1)
+        wait_for(lambda: len(_jobs(tenant, schedule["id"])) >= 3, timeout=30, what="3 runs")
+        samples = _beat_metrics(port)
+    submitted = len(_jobs(tenant, schedule["id"]))
+    # One sample per run submitted (a run or two more may have come between the two reads).
+    assert 3 <= samples["beat_lag_seconds_count"] <= submitted
+    # On time: each within a few ticks of its due time, not a run late.
+    assert samples["beat_lag_seconds_bucket5.0"] == samples["beat_lag_seconds_count"]
+    assert 0 < samples["beat_lag_seconds_sum"] / samples["beat_lag_seconds_count"] < 1.0
+    # The queues' depth is on the workers' pages, not also on the beat's.
+    assert samples["page"] == 0.0

@@ -62,6 +62,15 @@ class _Policies(Strict):
     )
 
     interval_seconds: int | None = Field(None, ge=1, description="Every this many seconds.")
+    monitor_slug: str | None = Field(
+        None,
+        max_length=50,
+        pattern=r"^([a-z0-9][a-z0-9_-]*)?$",
+        description="Report each run to the platform's Sentry Crons as the monitor "
+        '`<tenant slug>-<monitor_slug>` (lowercase letters, digits, `-`, `_`); `""` for none. '
+        "Only for cron schedules restricting at most one of day of month and day of week, and "
+        "intervals of whole minutes.",
+    )
 
     @field_validator("catch_up_seconds", "jitter_seconds", "interval_seconds", mode="before")
     @classmethod
@@ -129,6 +138,7 @@ class ScheduleOut(Schema):
     catch_up_seconds: int
     overlap: str
     jitter_seconds: int
+    monitor_slug: str = Field(description='The Sentry Crons monitor; "" for none.')
     next_runs: list[datetime] = Field(description="Up to 5, in the schedule's zone.")
     last_run_at: datetime | None = None
     last_run: LastRunOut | None = None
@@ -157,6 +167,7 @@ def _document(schedule: Schedule, *, detail: bool = True) -> dict[str, Any]:
         "catch_up_seconds": spec.catch_up_seconds,
         "overlap": spec.overlap,
         "jitter_seconds": spec.jitter_seconds,
+        "monitor_slug": spec.monitor_slug,
         "next_runs": [when.isoformat() for when in schedule_next_runs(schedule)],
         "last_run_at": schedule.periodic_task.last_run_at,
         "last_run": (

@@ -34,6 +34,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 from django_tenants.utils import get_tenant_model
+from saas_platform.lib import metrics
 from saas_platform.lib.tenant_context import UnknownTenant, tenant_enter
 
 from jobs.models import MissedRuns, Overlap, Schedule
@@ -79,6 +80,16 @@ _COLUMNS = (
     "periodic_task__crontab__month_of_year", "periodic_task__crontab__day_of_week",
     "periodic_task__clocked__clocked_time",
 )  # fmt: skip
+
+
+def _lag_observe(entry: Entry, due: datetime) -> None:
+    """beat_lag_seconds: from when the occurrence was meant to fire (its due time plus the
+    schedule's deliberate jitter, as _push computed it) to its job's commit, just now."""
+    meant = due
+    if entry.jitter_seconds:
+        following = next_after(entry.timing, due)
+        meant += jitter_offset(entry.schedule_id, entry.jitter_seconds, due, following)
+    metrics.BEAT_LAG_SECONDS.observe(max(0.0, (timezone.now() - meant).total_seconds()))
 
 
 class TenantBook:
@@ -231,7 +242,9 @@ class TenantBook:
                 entry.missed_runs == MissedRuns.RUN_ONCE and now - latest <= entry.catch_up
             ):
                 result = occurrence_run(schedule_id=entry.schedule_id, due_at=latest)
-                self.dispatched += result == Result.SUBMITTED
+                if result == Result.SUBMITTED:
+                    self.dispatched += 1
+                    _lag_observe(entry, latest)
             else:
                 logger.info(
                     "schedule %s of tenant %s: occurrence %s missed (policy %s)",

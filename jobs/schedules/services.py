@@ -26,6 +26,7 @@ from billing.limits import tenant_limits
 from jobs.catalogue import job_type_get
 from jobs.models import MissedRuns, Overlap, Schedule
 from jobs.schedules.changes import schedules_changed_on_commit
+from jobs.schedules.monitors import MonitorError, monitor_slug_check
 from jobs.schedules.selectors import periodic_task_cron
 from jobs.schedules.timing import (
     Timing,
@@ -70,6 +71,7 @@ class ScheduleSpec:
     catch_up_seconds: int = 3600
     overlap: str = Overlap.ALLOW
     jitter_seconds: int = 0
+    monitor_slug: str = ""
 
     def timing(self, anchor: datetime | None = None) -> Timing:
         return Timing(
@@ -81,14 +83,34 @@ class ScheduleSpec:
         )
 
 
-def _tenant_id() -> int:
+def _tenant() -> Any:
     tenant = active_tenant()
     if tenant is None:
         raise RuntimeError("schedules are written with a tenant active")
-    return int(tenant.pk)
+    return tenant
 
 
-def _validate(spec: ScheduleSpec, *, tenant_id: int, now: datetime) -> dict[str, Any]:
+def _tenant_id() -> int:
+    return int(_tenant().pk)
+
+
+def _monitor_check(spec: ScheduleSpec, timing: Timing, *, schedule_id: int | None) -> None:
+    if not spec.monitor_slug:
+        return
+    try:
+        monitor_slug_check(spec.monitor_slug, tenant_slug=_tenant().schema_name, timing=timing)
+    except MonitorError as exc:
+        raise ScheduleError("invalid_monitor", str(exc)) from None
+    others = Schedule.objects.filter(monitor_slug=spec.monitor_slug)
+    if schedule_id is not None:
+        others = others.exclude(pk=schedule_id)
+    if others.exists():
+        raise _monitor_taken()
+
+
+def _validate(
+    spec: ScheduleSpec, *, tenant_id: int, now: datetime, schedule_id: int | None = None
+) -> dict[str, Any]:
     """Checks the whole spec; returns the arguments as the job type normalised them."""
     if not spec.name.strip():
         raise ScheduleError("invalid_name", "name must not be blank.")
@@ -140,6 +162,7 @@ def _validate(spec: ScheduleSpec, *, tenant_id: int, now: datetime) -> dict[str,
             f"{limits.min_interval_seconds} s; this one runs every {gap.total_seconds():g} s.",
             {"min_interval_seconds": limits.min_interval_seconds, "plan": limits.plan},
         )
+    _monitor_check(spec, timing, schedule_id=schedule_id)
     return args
 
 
@@ -171,6 +194,17 @@ def _starts_after(spec: ScheduleSpec, now: datetime) -> datetime:
 
 def _name_taken() -> ScheduleError:
     return ScheduleError("name_taken", "Another schedule of this tenant has that name.")
+
+
+def _monitor_taken() -> ScheduleError:
+    return ScheduleError("monitor_taken", "Another schedule of this tenant has that monitor_slug.")
+
+
+def _taken(exc: Exception) -> ScheduleError:
+    """Which unique rule a concurrent write broke (the checks before it saw no clash)."""
+    if "jobs_schedule_monitor_slug_unique" in str(exc):
+        return _monitor_taken()
+    return _name_taken()
 
 
 def schedule_create(*, spec: ScheduleSpec) -> Schedule:
@@ -211,12 +245,13 @@ def schedule_create(*, spec: ScheduleSpec) -> Schedule:
                 catch_up_seconds=spec.catch_up_seconds,
                 overlap=spec.overlap,
                 jitter_seconds=spec.jitter_seconds,
+                monitor_slug=spec.monitor_slug,
                 last_due_at=_starts_after(spec, now),
             )
             schedules_changed_on_commit(tenant_id)
-    except (IntegrityError, ValidationError):
+    except (IntegrityError, ValidationError) as exc:
         # django-celery-beat checks the unique name before saving; a race ends at the index.
-        raise _name_taken() from None
+        raise _taken(exc) from None
     return schedule
 
 
@@ -235,6 +270,7 @@ def spec_of(schedule: Schedule) -> ScheduleSpec:
         catch_up_seconds=schedule.catch_up_seconds,
         overlap=schedule.overlap,
         jitter_seconds=schedule.jitter_seconds,
+        monitor_slug=schedule.monitor_slug,
     )
 
 
@@ -255,7 +291,7 @@ def schedule_update(*, schedule: Schedule, changes: dict[str, Any]) -> Schedule:
     if any(name in changes for name in ("cron", "interval_seconds", "run_at")):
         current = replace(current, cron=None, interval_seconds=None, run_at=None)
     spec = replace(current, **changes)
-    args = _validate(spec, tenant_id=tenant_id, now=now)
+    args = _validate(spec, tenant_id=tenant_id, now=now, schedule_id=schedule.pk)
     retimed = any(
         getattr(spec, name) != getattr(spec_of(schedule), name) for name in _TIMING_FIELDS
     )
@@ -279,6 +315,7 @@ def schedule_update(*, schedule: Schedule, changes: dict[str, Any]) -> Schedule:
             schedule.catch_up_seconds = spec.catch_up_seconds
             schedule.overlap = spec.overlap
             schedule.jitter_seconds = spec.jitter_seconds
+            schedule.monitor_slug = spec.monitor_slug
             if retimed:
                 schedule.anchor = now
             if retimed or resumed:
@@ -286,8 +323,8 @@ def schedule_update(*, schedule: Schedule, changes: dict[str, Any]) -> Schedule:
             schedule.periodic_task = task
             schedule.save()
             schedules_changed_on_commit(tenant_id)
-    except (IntegrityError, ValidationError):
-        raise _name_taken() from None
+    except (IntegrityError, ValidationError) as exc:
+        raise _taken(exc) from None
     return schedule
 
 

@@ -54,6 +54,8 @@ class ClaimedJob:
     # metrics and the log/Sentry context (jobs.runner).
     queue_seconds: float | None = None
     schedule_id: int | None = None
+    # The schedule's Sentry Crons monitor, if it has one (jobs.schedules.monitors).
+    monitor_slug: str | None = None
 
 
 # One round trip: claim the job for this attempt, record the attempt, and read what is needed to
@@ -94,7 +96,8 @@ WITH claimed AS (
       FROM claimed
 )
 SELECT type, args, attempts, max_attempts, workflow_id, position,
-       EXTRACT(EPOCH FROM started_at - queued_at), schedule_id
+       EXTRACT(EPOCH FROM started_at - queued_at), schedule_id,
+       (SELECT NULLIF(s.monitor_slug, '') FROM jobs_schedule AS s WHERE s.id = claimed.schedule_id)
   FROM claimed
 """
 _REDELIVERED_ERROR = "worker lost: the broker redelivered the message to another attempt"
@@ -132,7 +135,8 @@ def job_claim(
     row = rows[0] if rows else None
     if row is None:
         return None
-    job_type, args, attempts, max_attempts, workflow_id, position, queue_seconds, schedule_id = row
+    (job_type, args, attempts, max_attempts, workflow_id, position, queue_seconds, schedule_id,
+     monitor_slug) = row  # fmt: skip
     if isinstance(args, str):
         # Django registers psycopg's jsonb loader as text (JSONField decodes it), so raw SQL sees
         # the JSON document as a string.
@@ -146,6 +150,7 @@ def job_claim(
         position=position,
         queue_seconds=float(queue_seconds) if queue_seconds is not None else None,
         schedule_id=schedule_id,
+        monitor_slug=monitor_slug,
     )
 
 

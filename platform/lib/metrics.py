@@ -17,6 +17,9 @@ from prometheus_client import Counter, Histogram
 _RUN_BUCKETS = (0.005, 0.025, 0.1, 0.25, 1, 2.5, 10, 30, 60, 300, 900, 1800)
 # Seconds from queued (or due) to started: a healthy platform starts jobs within a second.
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600)
+# A beat on time submits within its tick (0.5 s) plus a transaction; minutes mean it was down or
+# took over from another (a missed run caught up), up to the longest catch-up window (a day).
+_BEAT_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400)
 
 JOBS_ENDED = Counter(
     "jobs_ended",
@@ -42,8 +45,10 @@ RECONCILER_RESCUES = Counter(
     "Jobs the reconciler put back: from dead workers, lost messages, forgotten announcements.",
     ["kind"],
 )
+# Recorded by the beat (jobs.schedules.beat) as it submits an occurrence.
 BEAT_LAG_SECONDS = Histogram(
     "beat_lag_seconds",
-    "How late a scheduled run was submitted, against its due time.",
-    buckets=_WAIT_BUCKETS,
+    "How late the beat submitted a schedule's run: its job committed, minus its due time "
+    "(plus the schedule's jitter).",
+    buckets=_BEAT_LAG_BUCKETS,
 )

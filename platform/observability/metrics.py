@@ -5,7 +5,8 @@
   adds up the files of every process sharing its PROMETHEUS_MULTIPROC_DIR: its gunicorn
   siblings, and the Celery workers of the same host when they share the directory.
 - A worker on a host of its own: METRICS_PORT makes its main process serve the same page
-  (without a token: bind it to a private network) for its own pool children.
+  (without a token: bind it to a private network) for its own pool children. The beat, a
+  process of its own wherever it runs, serves its page (beat_lag_seconds) the same way.
 
 Queue depth is not a counter any process keeps: it is read from the broker at each scrape.
 """
@@ -44,10 +45,11 @@ class BrokerQueueCollector(Collector):
         yield family
 
 
-def metrics_registry() -> CollectorRegistry:
+def metrics_registry(*, queue_depth: bool = True) -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    registry.register(BrokerQueueCollector())
+    if queue_depth:
+        registry.register(BrokerQueueCollector())
     return registry
 
 
@@ -68,9 +70,10 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)
 
 
-def worker_metrics_serve(port: int) -> None:
-    """The worker main process's own /metrics (prometheus_client's HTTP server thread)."""
+def worker_metrics_serve(port: int, *, queue_depth: bool = True) -> None:
+    """A worker main process's (or the beat's) own /metrics (prometheus_client's HTTP server
+    thread)."""
     from prometheus_client import start_http_server
 
-    start_http_server(port, registry=metrics_registry())
+    start_http_server(port, registry=metrics_registry(queue_depth=queue_depth))
     logger.info("metrics served on port %s", port)
