@@ -42,7 +42,8 @@ class JobFilterForm(forms.Form):
     created_before = forms.DateTimeField(
         required=False, label="Submitted before", widget=DateTimeLocalInput()
     )
-    q = forms.CharField(required=False, max_length=200, label="Arguments contain")
+    # Three characters at least: a shorter term has no trigram for job_args_trgm_idx to look up.
+    q = forms.CharField(required=False, min_length=3, max_length=200, label="Arguments contain")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
