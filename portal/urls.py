@@ -55,6 +55,11 @@ urlpatterns: list[URLPattern] = [
     path("keys/", admin_pages.keys_view, name="keys"),
     path("keys/<int:key_pk>/revoke/", admin_pages.key_revoke_view, name="key_revoke"),
     path("usage/", admin_pages.usage_view, name="usage"),
+    path(
+        "invoices/<int:invoice_pk>/<str:kind>/",
+        admin_pages.invoice_download_view,
+        name="invoice_download",
+    ),
     path("users/", admin_pages.users_view, name="users"),
     path("users/<int:user_pk>/role/", admin_pages.user_role_view, name="user_role"),
     path("users/<int:user_pk>/remove/", admin_pages.user_remove_view, name="user_remove"),
