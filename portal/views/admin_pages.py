@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -88,6 +90,21 @@ def usage_view(request: HttpRequest) -> HttpResponse:
         (name, usage["limits"]["rates"][name], usage["limits"]["bursts"][name])
         for name in sorted(usage["limits"]["rates"])
     ]
+    days = selectors.usage_days(tenant.pk, usage=usage)
+    quota = usage["limits"]["jobs_per_month"]
+    start = usage["period_start"]
+    month = [start + timedelta(days=n) for n in range((usage["period_end"] - start).days)]
+    so_far: list[int | None] = [row.total for row in days]
+    chart = {
+        # Unix seconds, as uPlot's time axis wants them: the whole month, so the quota's line
+        # shows how far there is to go; the jobs' line stops today (null after).
+        "x": [int(day.timestamp()) for day in month],
+        "series": [
+            {"label": "jobs this period", "values": so_far + [None] * (len(month) - len(so_far))},
+            {"label": "monthly quota", "values": [quota] * len(month), "dash": True},
+        ],
+        "y_label": "jobs",
+    }
     invoices = [
         (invoice, money(invoice.total_cents, invoice.currency))
         for invoice in tenant_invoices(tenant_id=tenant.pk)[:INVOICES_SHOWN]
@@ -95,7 +112,14 @@ def usage_view(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "portal/usage.html",
-        {"usage": usage, "limits": limits, "rates": rates, "invoices": invoices},
+        {
+            "usage": usage,
+            "limits": limits,
+            "rates": rates,
+            "invoices": invoices,
+            "chart": chart,
+            "days": days,
+        },
     )
 
 
