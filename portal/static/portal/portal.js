@@ -10,7 +10,8 @@
     var colours = ["#176c2f", "#a4161a", "#0b5cad"];
     var series = [{}].concat(data.series.map(function (s, i) {
       var line = { label: s.label, stroke: colours[i], width: 2 };
-      if (s.dash) { line.dash = [6, 4]; } else { line.fill = colours[i] + "22"; }
+      // A limit is a dashed line without points; a measure is filled below.
+      if (s.dash) { line.dash = [6, 4]; line.points = { show: false }; } else { line.fill = colours[i] + "22"; }
       return line;
     }));
     var columns = [data.x].concat(data.series.map(function (s) { return s.values; }));
