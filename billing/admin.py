@@ -18,11 +18,15 @@ from django.db.models import F, FloatField, QuerySet
 from django.db.models.functions import Cast
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from django.template.loader import render_to_string
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
-from billing.invoices import InvoiceFinal, invoice_csv, invoice_draft, money
+from billing.invoice_documents import (
+    invoice_csv_response,
+    invoice_pdf_response,
+    invoice_print_response,
+)
+from billing.invoices import InvoiceFinal, invoice_draft, money
 from billing.limits import LIMITS_CACHE_SECONDS
 from billing.models import Invoice, InvoiceLine, Plan, RateOverride, Subscription, UsageMonth
 from tenants.admin import ReadOnlyAdmin, TenantAdmin
@@ -325,47 +329,11 @@ class InvoiceAdmin(admin.ModelAdmin[Invoice]):
             raise PermissionDenied
         return get_object_or_404(Invoice.objects.select_related("tenant"), pk=pk)
 
-    def _filename(self, invoice: Invoice, ext: str) -> str:
-        return f"invoice-{invoice.tenant.schema_name}-{invoice.period_start:%Y-%m}.{ext}"
-
     def csv_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        invoice = self._invoice(request, pk)
-        response = HttpResponse(invoice_csv(invoice), content_type="text/csv; charset=utf-8")
-        response["Content-Disposition"] = f'attachment; filename="{self._filename(invoice, "csv")}"'
-        return response
-
-    def _html(self, invoice: Invoice) -> str:
-        lines = [
-            {
-                "line": line,
-                "unit_price": money(line.unit_price_cents, invoice.currency),
-                "amount": money(line.amount_cents, invoice.currency),
-            }
-            for line in invoice.lines.all()
-        ]
-        return render_to_string(
-            "billing/invoice.html",
-            {
-                "invoice": invoice,
-                "lines": lines,
-                "total": money(invoice.total_cents, invoice.currency),
-            },
-        )
+        return invoice_csv_response(self._invoice(request, pk))
 
     def print_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        return HttpResponse(self._html(self._invoice(request, pk)))
+        return invoice_print_response(self._invoice(request, pk))
 
     def pdf_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        invoice = self._invoice(request, pk)
-        try:
-            # Imported here: weasyprint loads Pango when imported, and a machine without it
-            # still serves every other page (and the printable one instead of this).
-            from weasyprint import HTML  # type: ignore[import-untyped]  # ships no hints
-        except OSError:
-            return HttpResponse(
-                "PDF needs Pango, which this server lacks; use the printable page.", status=503
-            )
-        pdf = HTML(string=self._html(invoice)).write_pdf()
-        response = HttpResponse(pdf, content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="{self._filename(invoice, "pdf")}"'
-        return response
+        return invoice_pdf_response(self._invoice(request, pk))

@@ -161,15 +161,30 @@ def month_jobs(*, tenant_id: int, day: date) -> int:
     return int(value) if value else 0
 
 
-def usage_between(*, tenant_id: int, start: date, end: date) -> UsageTotals:
-    """The tenant's totals over the UTC days [start, end)."""
+def usage_by_day(*, tenant_id: int, start: date, end: date) -> list[tuple[date, UsageTotals]]:
+    """The tenant's counters for each UTC day of [start, end), one pipelined round trip."""
     days = [start + timedelta(days=n) for n in range((end - start).days)]
     pipe = state_redis().pipeline(transaction=False)
     for day in days:
         pipe.hgetall(day_key(tenant_id, day))
-    jobs = attempts = run_ms = 0
-    for counters in pipe.execute():
-        jobs += int(counters.get(b"jobs", 0))
-        attempts += int(counters.get(b"attempts", 0))
-        run_ms += int(counters.get(b"run_ms", 0))
-    return UsageTotals(jobs=jobs, attempts=attempts, run_seconds=run_ms / 1000)
+    return [
+        (
+            day,
+            UsageTotals(
+                jobs=int(counters.get(b"jobs", 0)),
+                attempts=int(counters.get(b"attempts", 0)),
+                run_seconds=int(counters.get(b"run_ms", 0)) / 1000,
+            ),
+        )
+        for day, counters in zip(days, pipe.execute(), strict=True)
+    ]
+
+
+def usage_between(*, tenant_id: int, start: date, end: date) -> UsageTotals:
+    """The tenant's totals over the UTC days [start, end)."""
+    days = usage_by_day(tenant_id=tenant_id, start=start, end=end)
+    return UsageTotals(
+        jobs=sum(totals.jobs for _, totals in days),
+        attempts=sum(totals.attempts for _, totals in days),
+        run_seconds=sum(round(totals.run_seconds * 1000) for _, totals in days) / 1000,
+    )

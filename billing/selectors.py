@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from billing.models import Plan, Subscription
+from django.db.models import QuerySet
+
+from billing.models import Invoice, Plan, Subscription
 
 DEFAULT_PLAN_SLUG = "free"
 
@@ -34,3 +36,15 @@ def tenants_counted_since(*, day: date) -> list[int]:
 
 def retention_days_max() -> int:
     return max(Plan.objects.values_list("retention_days", flat=True), default=0)
+
+
+def tenant_invoices(*, tenant_id: int) -> QuerySet[Invoice]:
+    """The tenant's invoices, newest period first (invoice_unique's index: tenant, period)."""
+    return Invoice.objects.filter(tenant_id=tenant_id).order_by("-period_start")
+
+
+def tenant_invoice_get(*, tenant_id: int, invoice_id: int) -> Invoice | None:
+    """One of the tenant's invoices; None for another tenant's, as for a missing one."""
+    return (
+        Invoice.objects.select_related("tenant").filter(tenant_id=tenant_id, pk=invoice_id).first()
+    )

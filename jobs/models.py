@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, OpClass
 from django.db import models
-from django.db.models import Q
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast, Upper
 from django.utils import timezone
 from django.utils.timezone import now as _now
 
@@ -142,6 +144,13 @@ class Job(models.Model):
                 fields=["finished_at"],
                 name="job_workflow_finished_idx",
                 condition=Q(workflow__isnull=False),
+            ),
+            # The portal's "arguments contain" search (jobs.selectors.job_filtered): trigrams of
+            # the expression Django's icontains compares, UPPER(args::text), so a rare term is
+            # found without walking a million rows. pg_trgm lives in public (migration 0009).
+            GinIndex(
+                OpClass(Upper(Cast("args", TextField())), name="gin_trgm_ops"),
+                name="job_args_trgm_idx",
             ),
         ]
         constraints = [

@@ -215,8 +215,9 @@ class JobFilters:
     schedule_id: int | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
-    # A substring of the arguments as JSON text. Not indexed: it only narrows what the other
-    # filters and the keyset already bound, and a page stops at `limit` matches.
+    # A substring of the arguments as JSON text, any case: UPPER(args::text) LIKE, the
+    # expression job_args_trgm_idx indexes, so a rare term is found through the index instead
+    # of a walk over every job. At least 3 characters (a trigram) for the index to help.
     args_contain: str | None = None
 
 

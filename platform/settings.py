@@ -52,6 +52,9 @@ SHARED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    # No models: what makes OpClass an index wrapper (jobs' job_args_trgm_idx) and PostgreSQL's
+    # lookups. It reads two type oids once per process, on its first connection.
+    "django.contrib.postgres",
     # Only for its templates and static files: django-ninja serves /api/v1/docs with its bundled
     # Swagger UI when "ninja" is an installed app, and from a CDN otherwise (no models).
     "ninja",

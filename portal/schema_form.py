@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,12 +154,18 @@ def fields_parse(fields: list[SchemaField], data: QueryDict) -> dict[str, Any] |
     return args if ok else None
 
 
+_REQUIRED = re.compile(r"^'([^']+)' is a required property$")
+
+
 def fields_attach_errors(fields: list[SchemaField], details: list[dict[str, str]]) -> list[str]:
     """Put the validator's errors next to their fields; those for no field are returned."""
     by_name = {spec.name: spec for spec in fields}
     left: list[str] = []
     for detail in details:
         top = detail["path"].split("/")[0]
+        # jsonschema reports a missing property on the object that lacks it, the root.
+        if top == "(root)" and (missing := _REQUIRED.match(detail["message"])):
+            top, detail = missing.group(1), {**detail, "message": "This field is required."}
         spec = by_name.get(top)
         if spec is not None and not spec.error:
             spec.error = detail["message"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.core.cache import cache
@@ -20,6 +20,7 @@ from django.db import connection
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from billing.metering import usage_by_day
 from billing.usage import tenant_usage
 from jobs.catalogue import catalogue
 from jobs.models import Job, JobStatus
@@ -187,3 +188,24 @@ def nearest_limits(
         LimitUse("Running at once", running, limits["concurrency"], "jobs"),
     ]
     return sorted(uses, key=lambda use: use.share, reverse=True)
+
+
+@dataclass(frozen=True)
+class UsageDayRow:
+    day: date
+    jobs: int
+    total: int  # jobs so far this period, this day included
+
+
+def usage_days(tenant_id: int, *, usage: dict[str, Any]) -> list[UsageDayRow]:
+    """This period's jobs per UTC day up to today, with the running total the quota counts."""
+    start = usage["period_start"].date()
+    today = timezone.now().date()
+    rows: list[UsageDayRow] = []
+    total = 0
+    for day, totals in usage_by_day(
+        tenant_id=tenant_id, start=start, end=today + timedelta(days=1)
+    ):
+        total += totals.jobs
+        rows.append(UsageDayRow(day=day, jobs=totals.jobs, total=total))
+    return rows

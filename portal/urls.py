@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path
 
-from portal.views import account, admin_pages, dashboard, jobs, submit
+from portal.views import account, admin_pages, dashboard, jobs, schedules, submit
 
 app_name = "portal"
 
@@ -34,9 +34,32 @@ urlpatterns: list[URLPattern] = [
     path("jobs/<str:job_id>/retry/", jobs.job_retry_view, name="job_retry"),
     path("submit/", submit.catalogue_view, name="catalogue"),
     path("submit/<str:type_name>/", submit.submit_view, name="submit"),
+    path("schedules/", schedules.schedule_list_view, name="schedules"),
+    path("schedules/new/", schedules.schedule_types_view, name="schedule_types"),
+    path("schedules/new/<str:type_name>/", schedules.schedule_create_view, name="schedule_create"),
+    path("schedules/<str:schedule_id>/", schedules.schedule_detail_view, name="schedule_detail"),
+    path("schedules/<str:schedule_id>/edit/", schedules.schedule_edit_view, name="schedule_edit"),
+    path(
+        "schedules/<str:schedule_id>/pause/", schedules.schedule_pause_view, name="schedule_pause"
+    ),
+    path(
+        "schedules/<str:schedule_id>/resume/",
+        schedules.schedule_resume_view,
+        name="schedule_resume",
+    ),
+    path(
+        "schedules/<str:schedule_id>/delete/",
+        schedules.schedule_delete_view,
+        name="schedule_delete",
+    ),
     path("keys/", admin_pages.keys_view, name="keys"),
     path("keys/<int:key_pk>/revoke/", admin_pages.key_revoke_view, name="key_revoke"),
     path("usage/", admin_pages.usage_view, name="usage"),
+    path(
+        "invoices/<int:invoice_pk>/<str:kind>/",
+        admin_pages.invoice_download_view,
+        name="invoice_download",
+    ),
     path("users/", admin_pages.users_view, name="users"),
     path("users/<int:user_pk>/role/", admin_pages.user_role_view, name="user_role"),
     path("users/<int:user_pk>/remove/", admin_pages.user_remove_view, name="user_remove"),

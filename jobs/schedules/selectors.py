@@ -82,3 +82,16 @@ def schedule_last_run(schedule: Schedule) -> LastRun | None:
     if run is None:
         return None
     return LastRun(run.due_at, run.outcome, str(run.job_id) if run.job_id else None)
+
+
+def schedule_runs(schedule: Schedule, *, limit: int = 20) -> list[ScheduleRun]:
+    """The schedule's latest occurrences, newest first, with their jobs (the portal's "runs").
+
+    The unique (schedule, due_at) index serves it, so the cost follows `limit`, not the
+    schedule's history.
+    """
+    return list(
+        ScheduleRun.objects.filter(schedule=schedule)
+        .select_related("job")
+        .order_by("-due_at")[:limit]
+    )

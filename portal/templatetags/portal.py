@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django import template
+from django import forms, template
 
 register = template.Library()
 
@@ -15,8 +15,14 @@ _SECTIONS = {
     "job_detail": "jobs",
     "catalogue": "submit",
     "submit": "submit",
+    "schedules": "schedules",
+    "schedule_types": "schedules",
+    "schedule_create": "schedules",
+    "schedule_detail": "schedules",
+    "schedule_edit": "schedules",
     "keys": "keys",
     "usage": "usage",
+    "invoices": "usage",
     "users": "users",
 }
 
@@ -48,3 +54,14 @@ def seconds(value: float | None) -> str:
 @register.filter
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
+
+
+@register.filter
+def split(names: str) -> list[str]:
+    return names.split()
+
+
+@register.filter
+def field(form: forms.Form, name: str) -> forms.BoundField:
+    """A form's field by name, for templates that lay out fields in groups."""
+    return form[name]

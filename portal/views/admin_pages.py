@@ -1,6 +1,9 @@
-"""Pages for tenant admins only: API keys, users and roles, usage and plan (members get 403)."""
+"""Pages for tenant admins only: API keys, users and roles, usage, plan and invoices (members get
+403)."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -8,7 +11,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.tokens import default_token_generator
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -17,6 +20,13 @@ from django.utils.http import urlsafe_base64_encode
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from billing.invoice_documents import (
+    invoice_csv_response,
+    invoice_pdf_response,
+    invoice_print_response,
+)
+from billing.invoices import money
+from billing.selectors import tenant_invoice_get, tenant_invoices
 from portal import selectors
 from portal.access import host_tenant, portal_page
 from portal.forms import ApiKeyForm, InviteForm, RoleForm
@@ -80,7 +90,55 @@ def usage_view(request: HttpRequest) -> HttpResponse:
         (name, usage["limits"]["rates"][name], usage["limits"]["bursts"][name])
         for name in sorted(usage["limits"]["rates"])
     ]
-    return render(request, "portal/usage.html", {"usage": usage, "limits": limits, "rates": rates})
+    days = selectors.usage_days(tenant.pk, usage=usage)
+    quota = usage["limits"]["jobs_per_month"]
+    start = usage["period_start"]
+    month = [start + timedelta(days=n) for n in range((usage["period_end"] - start).days)]
+    so_far: list[int | None] = [row.total for row in days]
+    chart = {
+        # Unix seconds, as uPlot's time axis wants them: the whole month, so the quota's line
+        # shows how far there is to go; the jobs' line stops today (null after).
+        "x": [int(day.timestamp()) for day in month],
+        "series": [
+            {"label": "jobs this period", "values": so_far + [None] * (len(month) - len(so_far))},
+            {"label": "monthly quota", "values": [quota] * len(month), "dash": True},
+        ],
+        "y_label": "jobs",
+    }
+    invoices = [
+        (invoice, money(invoice.total_cents, invoice.currency))
+        for invoice in tenant_invoices(tenant_id=tenant.pk)[:INVOICES_SHOWN]
+    ]
+    return render(
+        request,
+        "portal/usage.html",
+        {
+            "usage": usage,
+            "limits": limits,
+            "rates": rates,
+            "invoices": invoices,
+            "chart": chart,
+            "days": days,
+        },
+    )
+
+
+# Two years of months: a page, not a table that grows for ever.
+INVOICES_SHOWN = 24
+_INVOICE_DOCUMENTS = {
+    "csv": invoice_csv_response,
+    "pdf": invoice_pdf_response,
+    "print": invoice_print_response,
+}
+
+
+@portal_page(admin=True)
+def invoice_download_view(request: HttpRequest, invoice_pk: int, kind: str) -> HttpResponse:
+    # Only this tenant's invoices: another's id is a 404, as if it did not exist.
+    invoice = tenant_invoice_get(tenant_id=host_tenant(request).pk, invoice_id=invoice_pk)
+    if invoice is None or kind not in _INVOICE_DOCUMENTS:
+        raise Http404("No such invoice.")
+    return _INVOICE_DOCUMENTS[kind](invoice)
 
 
 def _invite_link(request: HttpRequest, user: AbstractBaseUser) -> str:

@@ -6,8 +6,6 @@ submitter is recorded as `user:<id>`.
 
 from __future__ import annotations
 
-import re
-
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
@@ -18,8 +16,6 @@ from jobs.services.submission import JobRequest, JobSubmitError, job_submit
 from portal.access import host_tenant, portal_page
 from portal.forms import SubmitOptionsForm
 from portal.schema_form import fields_attach_errors, fields_fill, fields_parse, schema_fields
-
-_REQUIRED = re.compile(r"^'([^']+)' is a required property$")
 
 
 @portal_page()
@@ -62,13 +58,7 @@ def submit_view(request: HttpRequest, type_name: str) -> HttpResponse:
                 )
                 return redirect("portal:job_detail", job_id=job.id)
             except JobArgsError as exc:
-                details = [
-                    {"path": match.group(1), "message": "This field is required."}
-                    if (match := _REQUIRED.match(d["message"])) and d["path"] == "(root)"
-                    else d
-                    for d in exc.details
-                ]
-                errors = fields_attach_errors(fields, details)
+                errors = fields_attach_errors(fields, exc.details)
             except SubmitRateExceeded as exc:
                 errors = [f"{exc} Nothing was submitted; try again in {exc.retry_after} s."]
             except JobSubmitError as exc:
