@@ -22,7 +22,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0008_workflows"),
+        ("jobs", "0009_schedule_monitor_slug"),
     ]
 
     operations = [
