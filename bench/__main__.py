@@ -3,7 +3,8 @@
 Tenant creation runs first, on the fresh database, so that its first call really builds the
 template schema; the throughput tenant is then cloned from it, next to 100 other tenants, as in
 a real deployment. Memory is read from the throughput workers after their load. The API
-benchmark (bench.api_submit) runs last, on its own.
+benchmark (bench.api_submit) runs after them, on its own, then the reconciler's, the beat's and
+the workflows' (bench.reconcile, bench.schedules, bench.workflows), each in a process of its own.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "bench.reconcile"], check=False, env=caller_environment)
     # And the tenant-aware beat's (tenants and schedules of its own, a beat process).
     subprocess.run([sys.executable, "-m", "bench.schedules"], check=False, env=caller_environment)
+    # And workflows' (step-to-step latency, chains against single jobs; workers of its own).
+    subprocess.run([sys.executable, "-m", "bench.workflows"], check=False, env=caller_environment)
 
 
 if __name__ == "__main__":

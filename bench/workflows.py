@@ -16,8 +16,9 @@ steps, and what chaining costs in throughput.
    written by the worker as it goes (in the transaction of the step before): that work is part
    of what chaining costs, and it is counted.
 
-Run alone: `python -m bench.workflows [--scale S]` (S < 1 for a quicker, smaller run; the scale
-is printed with the figures).
+Part of `python -m bench` (`make bench`), at scale 1. Run alone: `python -m bench.workflows
+[--scale S] [--rounds N]` (S < 1 for a quicker, smaller run; the scale is printed with the
+figures). Stdout holds the figures; progress goes to stderr, the workers' logs to files.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import itertools
 import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -175,9 +177,11 @@ def measure_throughput(env: BenchEnv, chains: int, rounds: int) -> tuple[list[fl
         tenant = _tenant(f"wfsingles{n}")
         _submit_singles(tenant, 3 * chains)
         single_s.append(_drain(env, tenant, 3 * chains, f"singles{n}"))
+        # Progress, not a figure: stderr, so that stdout holds the tables alone.
         print(
             f"round {n + 1}: {chains} chains {chain_s[-1]:.1f}s, "
             f"{3 * chains} single jobs {single_s[-1]:.1f}s",
+            file=sys.stderr,
             flush=True,
         )
     return chain_s, single_s

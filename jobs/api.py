@@ -265,6 +265,10 @@ class JobTypeOut(Schema):
     queue: str
     max_attempts: int
     time_limit_seconds: int
+    cancellable: bool = Field(
+        description="Whether a cancel stops a running job of this type. False: a running job "
+        "finishes (a cancel of it is a 409; a workflow's cancel cancels the steps after it)."
+    )
 
 
 class ListParams(Schema):
@@ -376,6 +380,7 @@ def job_types(request: HttpRequest) -> list[dict[str, Any]]:
             "queue": jt.queue,
             "max_attempts": jt.max_attempts,
             "time_limit_seconds": jt.time_limit_seconds,
+            "cancellable": jt.cancellable,
         }
         for jt in catalogue().values()
     ]

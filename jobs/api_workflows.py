@@ -85,6 +85,11 @@ class WorkflowOut(Schema):
     submitted_by: str
     created_at: datetime
     finished_at: datetime | None = None
+    cancelled_at: datetime | None = Field(
+        None,
+        description="When a cancel was accepted. A running step whose type is not cancellable "
+        "finishes first: the workflow reads `running` until then, its later steps `cancelled`.",
+    )
     result: Any = Field(None, description="The last step's result, once it succeeded.")
     steps: list[StepOut]
 
@@ -99,6 +104,7 @@ class WorkflowOut(Schema):
             "created_at": detail.workflow.created_at,
             "finished_at": (last.finished_at or detail.workflow.cancelled_at) if final and last
             else None,
+            "cancelled_at": detail.workflow.cancelled_at,
             "result": last.result if detail.status == "succeeded" and last else None,
             "steps": [
                 {

@@ -30,7 +30,7 @@ from saas_platform.lib.tenant_context import headers_tenant_id, tenant_activate
 from saas_platform.lib.worker_liveness import pool_kills_on_time_limit
 
 from billing.metering import usage_count
-from jobs.catalogue import JobContext, PermanentJobError, job_type_get
+from jobs.catalogue import JobCancelled, JobContext, PermanentJobError, job_type_get
 from jobs.fairness import tenant_mark_ready
 from jobs.models import AttemptOutcome
 from jobs.observed import (
@@ -42,13 +42,20 @@ from jobs.observed import (
 )
 from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import (
+    ClaimedJob,
+    job_cancel_instead_of_retry,
+    job_cancelled_while_running,
     job_claim,
     job_fail,
     job_report_progress,
     job_requeue_for_retry,
     job_succeed_without_result_row,
 )
-from jobs.services.workflows import WORKFLOW_STEP_ATTRIBUTE, workflow_step_succeed
+from jobs.services.workflows import (
+    WORKFLOW_STEP_ATTRIBUTE,
+    workflow_step_retry_or_stop,
+    workflow_step_succeed,
+)
 from jobs.time_limits import JobTimeLimitExceeded, time_limit_enforced
 
 logger = logging.getLogger(__name__)
@@ -76,10 +83,20 @@ def _traceback_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
 
 
-def _progress_reporter(job_id: str, task_id: str) -> Callable[[dict[str, Any]], None]:
+def _progress_reporter(
+    job_id: str, task_id: str, *, cancellable: bool
+) -> Callable[[dict[str, Any]], None]:
     def report(progress: dict[str, Any]) -> None:
         try:
-            job_report_progress(job_id=job_id, task_id=task_id, progress=progress)
+            running = job_report_progress(job_id=job_id, task_id=task_id, progress=progress)
+            # The cooperative stop, for pools that cannot terminate the job's process: a report
+            # is a moment a job can stop at (a prefork worker has killed it before then).
+            if (
+                not running
+                and cancellable
+                and job_cancelled_while_running(job_id=job_id, task_id=task_id)
+            ):
+                raise JobCancelled(job_id)
         except (OperationalError, InterfaceError) as exc:
             # Progress is a hint: a database outage must not fail the job (it did: the error
             # ended the attempt, and with the database down the job was failed for good). The
@@ -130,7 +147,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         job_id=job_id,
         attempt=claimed.attempts,
         schema_name=connection.schema_name,
-        report_progress=_progress_reporter(job_id, task_id),
+        report_progress=_progress_reporter(job_id, task_id, cancellable=job_type.cancellable),
     )
     began = time.monotonic()
     outcome = AttemptOutcome.FAILED
@@ -164,6 +181,11 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         outcome = AttemptOutcome.TIMED_OUT
         final_failure_noted(job_id, claimed.attempts)
         raise
+    except JobCancelled as exc:
+        # The cancel recorded the attempt and freed the slot; acknowledged with no result.
+        logger.info("job %s stopped: it was cancelled", job_id)
+        outcome = AttemptOutcome.CANCELLED
+        raise Ignore() from exc
     except PermanentJobError as exc:
         job_fail(
             job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
@@ -175,13 +197,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
             # The backoff restarts with each budget: a user's retry grants max_attempts anew.
             budget_start = claimed.max_attempts - job_type.max_attempts
             countdown = job_type.retry_countdown(max(1, claimed.attempts - budget_start))
-            if job_requeue_for_retry(
-                job_id=job_id,
-                task_id=task_id,
-                error=_error_text(exc),
-                traceback=_traceback_text(exc),
-                countdown=countdown,
-            ):
+            if _requeue_for_retry(claimed, job_id, task_id, exc, countdown):
                 # The message's routing key is the queue it came from (a job type's, or one a
                 # test routed it to).
                 queue = (task.request.delivery_info or {}).get("routing_key") or job_type.queue
@@ -218,6 +234,32 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
     if job_type.ignore_result:
         _record_own_success(task, job_id, task_id, result)
     return result
+
+
+def _requeue_for_retry(
+    claimed: ClaimedJob, job_id: str, task_id: str, exc: BaseException, countdown: float
+) -> bool:
+    """Whether the job was scheduled for its retry. A step of a workflow cancelled while it ran
+    (a type that is not cancellable) is not retried: it ends cancelled."""
+
+    def requeue() -> bool:
+        return job_requeue_for_retry(
+            job_id=job_id,
+            task_id=task_id,
+            error=_error_text(exc),
+            traceback=_traceback_text(exc),
+            countdown=countdown,
+        )
+
+    if claimed.workflow_id is None:
+        return requeue()
+    return workflow_step_retry_or_stop(
+        workflow_id=claimed.workflow_id,
+        requeue=requeue,
+        stop=lambda: job_cancel_instead_of_retry(
+            job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
+        ),
+    )
 
 
 def _record_own_success(task: Task, job_id: str, task_id: str, result: Any) -> None:  # type: ignore[type-arg]

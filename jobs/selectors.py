@@ -280,7 +280,7 @@ class WorkflowStepView:
     step: WorkflowStep
     job: Job | None
     # The job's status; before the step has a job, "pending" while the workflow runs and
-    # "cancelled" once it has ended: a step after a failed one never runs.
+    # "cancelled" once it has ended or been cancelled: a step after a failed one never runs.
     status: str
 
 
@@ -301,7 +301,10 @@ def workflow_get_with_steps(*, workflow_id: str) -> WorkflowDetail | None:
     jobs = {job.position or 0: job for job in Job.objects.filter(workflow=workflow)}
     last = jobs[max(jobs)] if jobs else None
     status = workflow.status_of(last)
-    pending = "pending" if status == WorkflowStatus.RUNNING else JobStatus.CANCELLED.value
+    # A cancelled workflow still running has a step that cannot be stopped finishing: the steps
+    # after it will never run.
+    ended = status != WorkflowStatus.RUNNING or workflow.cancelled_at is not None
+    pending = JobStatus.CANCELLED.value if ended else "pending"
     return WorkflowDetail(
         workflow=workflow,
         status=status,

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
+from jobs import worker_control  # noqa: F401  (registers the job_stop control command)
 from jobs.catalogue import JobType, catalogue
 from jobs.runner import job_run_attempt
 

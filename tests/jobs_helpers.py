@@ -13,6 +13,7 @@ from django.utils import timezone
 from jobs.catalogue import job_type_get
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.runner import job_run_attempt
+from jobs.selectors import WorkflowDetail, workflow_get_with_steps
 from jobs.services.submission import JobRequest, job_submit
 from tests.workers import wait_for
 
@@ -39,6 +40,14 @@ def submit(
 def job_in(tenant: Any, job_id: Any) -> Job:
     with tenant:
         return Job.objects.get(id=job_id)
+
+
+def workflow_detail(tenant: Any, workflow_id: str) -> WorkflowDetail:
+    """The workflow with its steps and their jobs, read in its tenant."""
+    with tenant:
+        detail = workflow_get_with_steps(workflow_id=workflow_id)
+    assert detail is not None
+    return detail
 
 
 def wait_final(tenant: Any, job_ids: Iterable[Any], *, timeout: float = 60) -> list[Job]:

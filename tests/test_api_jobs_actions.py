@@ -8,7 +8,7 @@ import pytest
 
 from jobs.models import Job
 from tests.api_client import call
-from tests.jobs_helpers import dispatch_now, submit, wait_final
+from tests.jobs_helpers import dispatch_now, queued_job, submit, wait_final
 from tests.schemas import schemas_holding
 from tests.workers import WorkerProcess, wait_for
 
@@ -92,6 +92,28 @@ def test_globex_cannot_cancel_acmes_job(tenant_db):
     assert answer.status == 404
     with tenant_db.acme:
         assert Job.objects.get(id=job["id"]).status == "scheduled"
+
+
+def _email(tenant, status: str) -> Job:
+    job = queued_job(tenant, "email.send", {"to": "a@example.com", "subject": "s", "body": "b"})
+    with tenant:
+        Job.objects.filter(id=job.id).update(status=status)
+    return job
+
+
+def test_a_running_job_of_a_type_that_is_not_cancellable_is_refused_and_keeps_running(tenant_db):
+    job = _email(tenant_db.acme, "running")
+    answer = call("POST", f"/jobs/{job.id}/cancel", key=tenant_db.acme_key)
+    assert (answer.status, answer.error_code) == (409, "not_cancellable")
+    assert "a running email.send job cannot be stopped" in answer.body["error"]["message"]
+    with tenant_db.acme:
+        assert Job.objects.get(id=job.id).status == "running"
+
+
+def test_a_job_of_a_type_that_is_not_cancellable_is_cancelled_before_it_starts(tenant_db):
+    job = _email(tenant_db.acme, "queued")
+    answer = call("POST", f"/jobs/{job.id}/cancel", key=tenant_db.acme_key)
+    assert (answer.status, answer.body["status"]) == (200, "cancelled")
 
 
 @pytest.mark.worker

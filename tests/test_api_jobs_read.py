@@ -82,6 +82,12 @@ def test_globex_never_lists_acmes_jobs(tenant_db):
     assert acme_ids.isdisjoint({item["id"] for item in page.body["items"]})
 
 
+def test_job_types_say_whether_they_are_cancellable(tenant_db):
+    types = {t["name"]: t for t in call("GET", "/job-types", key=tenant_db.acme_key).body}
+    assert types["email.send"]["cancellable"] is False
+    assert types["demo.sleep"]["cancellable"] is True
+
+
 def test_job_types_lists_the_catalogue_with_schemas(tenant_db):
     answer = call("GET", "/job-types", key=tenant_db.acme_key)
     assert answer.status == 200

@@ -1,6 +1,7 @@
 """Workflows on real worker processes: a chain's result, a step that fails for good and the
 workflow's retry resuming there, and a job type with ignore_result. The worker killed between
-two steps is tests/test_workflows_worker_death.py (it needs no other worker around)."""
+two steps is tests/test_workflows_worker_death.py (it needs no other worker around); a workflow
+cancelled while a step runs is tests/test_job_cancel_worker.py."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from django_celery_results.models import TaskResult
 
 from jobs.fairness import tenant_mark_ready
 from jobs.models import Job, JobStatus
-from jobs.selectors import WorkflowDetail, workflow_get_with_steps
+from jobs.selectors import WorkflowDetail
 from tests.api_client import call
 from tests.http_server import LocalServer
-from tests.jobs_helpers import submit, wait_final
+from tests.jobs_helpers import submit, wait_final, workflow_detail
 from tests.schemas import schemas_holding
 from tests.workers import WorkerProcess, wait_for
 
@@ -43,16 +44,9 @@ def server() -> Iterator[LocalServer]:
         yield running
 
 
-def _detail(tenant: Any, workflow_id: str) -> WorkflowDetail:
-    with tenant:
-        detail = workflow_get_with_steps(workflow_id=workflow_id)
-    assert detail is not None
-    return detail
-
-
 def _wait_status(tenant: Any, workflow_id: str, *wanted: str, timeout: float = 60) -> Any:
     def ended() -> WorkflowDetail | None:
-        detail = _detail(tenant, workflow_id)
+        detail = workflow_detail(tenant, workflow_id)
         return detail if detail.status in wanted else None
 
     return wait_for(ended, timeout=timeout, what=f"workflow {workflow_id} to be {wanted}")
@@ -120,7 +114,7 @@ def test_a_failed_step_fails_the_workflow_and_its_retry_resumes_there(tenant_db,
     ]  # fmt: skip
     created = call("POST", "/workflows", key=tenant_db.acme_key, body={"steps": steps}).body
     second = wait_for(
-        lambda: _detail(tenant_db.acme, created["id"]).steps[1].job,
+        lambda: workflow_detail(tenant_db.acme, created["id"]).steps[1].job,
         what="the second step's job",
     )
     # Its 500s are retried, then it fails for good (http.request: 5 attempts).
@@ -158,32 +152,6 @@ def test_a_failed_step_fails_the_workflow_and_its_retry_resumes_there(tenant_db,
     assert '\\"status_code\\": 200' in echoed
 
 
-def test_a_cancelled_workflow_makes_no_next_step(tenant_db, worker):
-    created = call(
-        "POST",
-        "/workflows",
-        key=tenant_db.acme_key,
-        body={
-            "steps": [
-                {"type": "demo.add", "args": {"x": 1, "y": 1, "sleep_ms": 3000}},
-                {"type": "demo.add", "args": {"y": 1}},
-            ]
-        },
-    ).body
-    wait_for(
-        lambda: _detail(tenant_db.acme, created["id"]).steps[0].status == "running",
-        what="step one to start",
-    )
-    answer = call("POST", f"/workflows/{created['id']}/cancel", key=tenant_db.acme_key)
-    assert answer.status == 200
-    assert [s["status"] for s in answer.body["steps"]] == ["cancelled", "cancelled"]
-    [first] = wait_final(tenant_db.acme, [answer.body["steps"][0]["job"]["id"]])
-    assert first.status == "cancelled"
-    detail = _detail(tenant_db.acme, created["id"])
-    assert detail.status == "cancelled"
-    assert detail.steps[1].job is None
-
-
 def test_a_job_type_with_ignore_result_leaves_no_result_row_and_still_succeeds(tenant_db, worker):
     sent = submit(
         tenant_db.acme, "email.send", {"to": "dave@example.com", "subject": "s", "body": "b"}
@@ -218,7 +186,7 @@ def test_an_ignore_result_step_still_hands_its_result_on(tenant_db, worker):
         },
     ).body  # fmt: skip
     second = wait_for(
-        lambda: _detail(tenant_db.acme, created["id"]).steps[1].job, what="step two's job"
+        lambda: workflow_detail(tenant_db.acme, created["id"]).steps[1].job, what="step two's job"
     )
     worker.allow(rf"demo\.fail\[{second.task_id}\] raised unexpected: DemoFailure")
     detail = _wait_status(tenant_db.acme, created["id"], "failed", timeout=90)

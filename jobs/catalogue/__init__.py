@@ -34,6 +34,12 @@ class PermanentJobError(Exception):
     """Raised by a job type when retrying cannot help (bad input from the outside world)."""
 
 
+class JobCancelled(Exception):
+    """Raised inside a running job of a cancellable type by `report_progress` once the job has
+    been cancelled: the cooperative stop, for pools that cannot terminate a job's process
+    (threads, solo). A job type lets it through; the cancel has already recorded the attempt."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What a running job may know and do besides its arguments."""
@@ -67,6 +73,13 @@ class JobType:
     ignore_result: bool = False
     # How long a result row is kept; None: the tenant plan's retention (jobs.maintenance).
     result_expires_seconds: int | None = None
+    # Whether a cancel may stop a running job of this type (jobs.services.transitions.job_cancel):
+    # its worker's process is terminated (prefork), or the job stops at its next progress report
+    # (JobCancelled). False for a type whose effect cannot be taken back halfway and whose kill
+    # would leave unknown what happened (email.send): a running job then finishes and its outcome
+    # stands; a cancel of the job alone is refused, a workflow's cancel cancels only the steps
+    # after it. A job that has not started is cancellable whatever this says.
+    cancellable: bool = True
     # Workflows (jobs.services.workflows). `result_schema`: what `run` returns, for type-checking
     # a chain at submission; None: anything. `step_args_schema`: the arguments as a later step of
     # a workflow, where `input` is the previous step's result; None: the type takes no input and

@@ -127,6 +127,9 @@ JOB_TYPE = JobType(
     # The seed's advice for tasks whose return value nobody reads: no result row. The Job row
     # still records the outcome and the count of messages sent.
     ignore_result=True,
+    # Stopped halfway, some recipients would have their mail and the job could not say which
+    # (its retry rule above exists to never mail anyone twice): a running email.send finishes.
+    cancellable=False,
     result_schema={"type": "object", "properties": {"sent": {"type": "integer"}}},
     max_attempts=5,
     retry_backoff_seconds=10.0,

@@ -34,6 +34,7 @@ from jobs.models import AttemptCause, AttemptOutcome, Job, JobStatus
 from jobs.services.activity import jobs_announce_on_commit
 from jobs.services.dispatch import inflight_key
 from jobs.services.submission import JobSubmitError
+from jobs.worker_control import JOB_STOP
 
 logger = logging.getLogger(__name__)
 
@@ -265,10 +266,47 @@ def job_requeue_for_retry(
     )
 
 
-def job_report_progress(*, job_id: str, task_id: str, progress: dict[str, Any]) -> None:
-    Job.objects.filter(id=job_id, task_id=task_id, status=JobStatus.RUNNING).update(
-        progress=progress
+# A workflow's step whose workflow was cancelled while it ran (a type that is not cancellable),
+# after an attempt that failed and would be retried: no retry, the job ends cancelled. Fenced by
+# the claimer as the retry it replaces.
+_CANCEL_INSTEAD_OF_RETRY_SQL = _ending_attempt("""
+    UPDATE jobs_job SET status = 'cancelled', error = %(error)s, finished_at = now()
+     WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
+       AND worker = %(claimer)s
+    RETURNING id""")
+
+
+def job_cancel_instead_of_retry(*, job_id: str, task_id: str, error: str, traceback: str) -> bool:
+    """The attempt ends `failed` with its error; the job `cancelled`, saying why."""
+    return _execute_ending(
+        _CANCEL_INSTEAD_OF_RETRY_SQL,
+        {
+            "job_id": job_id,
+            "task_id": task_id,
+            "error": f"cancelled with its workflow; its last attempt failed: {error}"[
+                :_MAX_ERROR_CHARS
+            ],
+            "claimer": _claimer(),
+        },
+        outcome=AttemptOutcome.FAILED,
+        error=error,
+        traceback=traceback,
     )
+
+
+def job_report_progress(*, job_id: str, task_id: str, progress: dict[str, Any]) -> bool:
+    """Returns whether the attempt is still the job's running one (False: it was cancelled,
+    or taken over by another attempt)."""
+    return bool(
+        Job.objects.filter(id=job_id, task_id=task_id, status=JobStatus.RUNNING).update(
+            progress=progress
+        )
+    )
+
+
+def job_cancelled_while_running(*, job_id: str, task_id: str) -> bool:
+    """Whether this attempt's job was cancelled (its progress report found it not running)."""
+    return Job.objects.filter(id=job_id, task_id=task_id, status=JobStatus.CANCELLED).exists()
 
 
 _ENDED_OUTSIDE_TASK_SQL = _ending_attempt("""
@@ -376,36 +414,64 @@ class JobStateError(JobSubmitError):
     """The job is not in a state that allows this action (cancel a finished job, ...)."""
 
 
-def _revoke(task_id: str, *, terminate: bool) -> None:
+def _stop(task_id: str, *, terminate: bool) -> None:
+    """Tell every worker (jobs.worker_control.job_stop); `terminate`: a running job is stopped."""
     try:
-        current_app.control.revoke(task_id, terminate=terminate)
+        current_app.control.broadcast(
+            JOB_STOP, arguments={"task_id": task_id, "terminate": terminate}
+        )
     except (KombuOperationalError, RedisError, OSError) as exc:
-        # The runner's claim refuses cancelled jobs anyway; the revoke only saves a wasted
-        # delivery (or stops a running one sooner).
-        logger.warning("could not broadcast revoke of %s: %s", task_id, exc)
+        # The runner's claim refuses cancelled jobs anyway; the broadcast only saves a wasted
+        # delivery, or stops a running job now rather than at its next progress report.
+        logger.warning("could not broadcast the stop of %s: %s", task_id, exc)
 
 
 _CANCEL_SQL = _ending_attempt("""
     UPDATE jobs_job SET status = 'cancelled', finished_at = now(), error = 'cancelled'
      WHERE id = %(job_id)s AND status NOT IN ('succeeded', 'failed', 'cancelled')
     RETURNING id""")
+# A job type that is not cancellable: only while it has not started.
+_CANCEL_UNSTARTED_SQL = _ending_attempt("""
+    UPDATE jobs_job SET status = 'cancelled', finished_at = now(), error = 'cancelled'
+     WHERE id = %(job_id)s AND status IN ('scheduled', 'queued')
+    RETURNING id""")
 
 
 def job_cancel(*, job: Job) -> Job:
     """Cancel a job that has not finished. It never runs afterwards, even if its message is
-    already in the broker: the runner's claim refuses a cancelled job."""
-    was_running = job.status == JobStatus.RUNNING
+    already in the broker: the runner's claim refuses a cancelled job.
+
+    A running job is stopped if its type is cancellable (jobs.catalogue.JobType.cancellable):
+    its attempt ends `cancelled` now, its slot is freed now, and its worker terminates it (or it
+    stops at its next progress report). A running job of any other type is left to finish: the
+    cancel is refused (`not_cancellable`), naming why.
+    """
+    try:
+        cancellable = job_type_get(job.type).cancellable
+    except UnknownJobType:
+        cancellable = True  # left the catalogue: nothing of it can still be worth finishing
     with transaction.atomic():
         updated = _execute_ending(
-            _CANCEL_SQL, {"job_id": job.id}, outcome=AttemptOutcome.CANCELLED, error="cancelled"
+            _CANCEL_SQL if cancellable else _CANCEL_UNSTARTED_SQL,
+            {"job_id": job.id},
+            outcome=AttemptOutcome.CANCELLED,
+            error="cancelled",
         )
         if not updated:
             job.refresh_from_db()
+            if job.status == JobStatus.RUNNING:
+                raise JobStateError(
+                    "not_cancellable",
+                    f"The job is running and a running {job.type} job cannot be stopped: it "
+                    "finishes, and its outcome stands.",
+                )
             raise JobStateError("not_cancellable", f"The job has already {job.status}.")
         task_id = str(job.task_id)
         tenant_id = connection.tenant.pk
-        transaction.on_commit(lambda: _revoke(task_id, terminate=was_running))
-        # Its concurrency slot is free at once, not when (if ever) a worker sees the revoke.
+        # Always with terminate for a cancellable type: `job` may have been read before it
+        # started, and a worker not running the task only adds it to its revoked set.
+        transaction.on_commit(lambda: _stop(task_id, terminate=cancellable))
+        # Its concurrency slot is free at once, not when (if ever) a worker sees the stop.
         transaction.on_commit(lambda: _free_slot(tenant_id, task_id))
     job.refresh_from_db()
     return job

@@ -13,7 +13,9 @@ where no worker ever waits on another job.
   the step's own job is rescued and run again.
 - A step that fails for good (or is cancelled) ends the chain: the workflow reads failed
   (cancelled) and its later steps, of which nothing was ever made, read cancelled.
-- Cancel: no next step is made, and the unfinished step's job is cancelled. Retry: resumes at
+- Cancel: no next step is made, and the unfinished step's job is cancelled: stopped if it runs
+  and its type is cancellable (jobs.catalogue.JobType.cancellable); otherwise it finishes, its
+  outcome stands, it is not retried, and the steps after it read cancelled. Retry: resumes at
   the failed or cancelled step (a user retry of its job; earlier steps' jobs and results stay),
   or makes the next step of a chain cancelled between two steps.
 
@@ -270,6 +272,29 @@ def workflow_step_succeed(
         return True
 
 
+def workflow_step_retry_or_stop(
+    *, workflow_id: Any, requeue: Callable[[], bool], stop: Callable[[], bool]
+) -> bool:
+    """A step's attempt failed and has attempts left: `requeue` it for its retry, or, if the
+    workflow was cancelled while the step ran (a type that is not cancellable), `stop` it.
+    Returns whether it was requeued.
+
+    The workflow row is locked first, as by a cancel: a cancel committing meanwhile is waited
+    for and seen, so a step is never retried after its workflow's cancel was accepted.
+    """
+    with transaction.atomic():
+        cancelled_at = (
+            Workflow.objects.select_for_update()
+            .filter(id=workflow_id)
+            .values_list("cancelled_at", flat=True)
+            .first()
+        )
+        if cancelled_at is not None:
+            stop()
+            return False
+        return requeue()
+
+
 def _locked(workflow: Workflow) -> tuple[Workflow, Job | None]:
     locked = Workflow.objects.select_for_update().get(id=workflow.id)
     return locked, workflow_last_job(locked)
@@ -281,12 +306,20 @@ def workflow_last_job(workflow: Workflow) -> Job | None:
 
 
 def workflow_cancel(*, workflow: Workflow) -> Workflow:
-    """No next step is made, and the unfinished step's job is cancelled (revoked if running)."""
+    """No next step is made, and the unfinished step's job is cancelled: stopped if it is
+    running and its type is cancellable. A running step of a type that is not finishes, and its
+    outcome stands (the workflow reads `running` until then); it is not retried."""
     with transaction.atomic():
         locked, last = _locked(workflow)
         status = locked.status_of(last)
         if status != WorkflowStatus.RUNNING:
             raise JobStateError("not_cancellable", f"The workflow has already {status}.")
+        if locked.cancelled_at is not None and _finishing_uncancellable(last):
+            raise JobStateError(
+                "not_cancellable",
+                "The workflow is being cancelled: its running step cannot be stopped and "
+                "finishes first.",
+            )
         locked.cancelled_at = timezone.now()
         locked.save(update_fields=["cancelled_at"])
         if last is not None and not last.is_final:
@@ -294,6 +327,16 @@ def workflow_cancel(*, workflow: Workflow) -> Workflow:
             with contextlib.suppress(JobStateError):
                 job_cancel(job=last)
     return locked
+
+
+def _finishing_uncancellable(job: Job | None) -> bool:
+    """Whether `job` runs and cannot be stopped (a cancel must let it finish)."""
+    if job is None or job.status != JobStatus.RUNNING:
+        return False
+    try:
+        return not job_type_get(job.type).cancellable
+    except UnknownJobType:
+        return False
 
 
 def workflow_retry(*, workflow: Workflow) -> Workflow:
