@@ -37,8 +37,8 @@ def test_the_search_finds_the_job_with_or_without_the_index(actors):
     assert [job.args["x"] for job in page.items] == [5_550_123]
 
 
-def test_pg_trgm_lives_in_public_and_every_tenant_schema_has_the_index(trigram):
-    actors = trigram
+@pytest.mark.usefixtures("trigram")
+def test_pg_trgm_lives_in_public_and_every_tenant_schema_has_the_index():
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'"
