@@ -23,7 +23,7 @@ def _trigram_available() -> bool:
 
 
 @pytest.fixture
-def trigram(actors):
+def trigram(tenant_db, actors):
     """The index exists only where the server ships pg_trgm (not the embedded PostgreSQL)."""
     if not _trigram_available():
         pytest.skip("this PostgreSQL has no pg_trgm: the search walks the table (migration 0010)")
