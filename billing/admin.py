@@ -128,6 +128,7 @@ class SubscriptionInline(admin.StackedInline[Subscription, Tenant]):
                 "fields": [
                     "concurrency_override",
                     "submit_rate_override",
+                    "submit_burst_override",
                     "fairness_weight_override",
                 ],
             },

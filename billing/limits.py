@@ -120,11 +120,13 @@ def _load(tenant_id: int) -> TenantLimits:
     }
     concurrency = plan.concurrency
     submit_rate = plan.submit_rate
+    submit_burst: int | None = None
     weight = plan.fairness_weight
     if subscription is not None:
         if subscription.concurrency_override is not None:
             concurrency = subscription.concurrency_override
         submit_rate = subscription.submit_rate_override or submit_rate
+        submit_burst = subscription.submit_burst_override
         if subscription.fairness_weight_override is not None:
             weight = subscription.fairness_weight_override
     return TenantLimits(
@@ -132,7 +134,7 @@ def _load(tenant_id: int) -> TenantLimits:
         plan=plan.slug,
         weight=max(weight, 0.01),
         concurrency=concurrency,
-        submit_rate=Rate.parse(submit_rate),
+        submit_rate=Rate.parse(submit_rate, submit_burst),
         jobs_per_month=plan.monthly_job_quota,
         schedules=plan.max_schedules,
         min_interval_seconds=plan.min_interval_seconds,

@@ -87,6 +87,14 @@ class Subscription(models.Model):
         validators=[validate_rate],
         help_text=f"Jobs this tenant may submit over the API. {RATE_HELP} Blank: the plan's.",
     )
+    # The bucket's size of that rate. Without it a burst is one second's worth, so a slow rate
+    # (under 2/s) could only ever have a burst of 1.
+    submit_burst_override = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Submissions at once above the submit rate. Blank: one second's worth.",
+    )
     fairness_weight_override = models.FloatField(
         null=True,
         blank=True,

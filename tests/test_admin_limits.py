@@ -67,7 +67,10 @@ def admin_client(operator: Any, tenant_db: Any, own: Own) -> Iterator[Client]:  
     # Every test starts from the plan's limits.
     RateOverride.objects.filter(tenant=own.tenant).delete()
     Subscription.objects.filter(tenant=own.tenant).update(
-        concurrency_override=None, submit_rate_override="", fairness_weight_override=None
+        concurrency_override=None,
+        submit_rate_override="",
+        submit_burst_override=None,
+        fairness_weight_override=None,
     )
     Plan.objects.filter(pk=own.plan.pk).update(
         rate_overrides={}, rate_multiplier=1.0, fairness_weight=1.0, submit_rate="10/s"
@@ -190,6 +193,7 @@ def test_the_tenant_page_shows_the_subscription_overrides_and_the_rate_overrides
     for name in (
         "subscription-0-concurrency_override",
         "subscription-0-submit_rate_override",
+        "subscription-0-submit_burst_override",
         "subscription-0-fairness_weight_override",
         "rate_overrides-0-job_type",
         "rate_overrides-0-rate",
@@ -232,6 +236,7 @@ def test_the_subscription_overrides_set_in_the_admin_show_in_the_tenants_usage(a
         admin_client, own,
         **{"subscription-0-concurrency_override": "9",
            "subscription-0-submit_rate_override": "300/m",
+           "subscription-0-submit_burst_override": "40",
            "subscription-0-fairness_weight_override": "2.5"},
     )  # fmt: skip
     assert saved.status_code == 302, _errors(saved)
@@ -240,7 +245,7 @@ def test_the_subscription_overrides_set_in_the_admin_show_in_the_tenants_usage(a
         lambda limits: (
             limits["concurrency"], limits["submit_rate"], limits["submit_burst"],
             limits["fairness_weight"],
-        ) == (9, "300/m", 5, 2.5),
+        ) == (9, "300/m", 40, 2.5),
     )  # fmt: skip
 
 

@@ -18,13 +18,23 @@ ADD = {"type": "demo.add", "args": {"x": 1, "y": 2}}
 
 
 @pytest.fixture(autouse=True)
-def _host_cache_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+def _caches_kept(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Warm stays warm: if 5 s pass between the warm-up and the counted request, the host cache
     expires and the count includes its refill (a full run counted a domain lookup after the fuzz
-    module: the host cache's expiry, not the submit's own cost)."""
+    module), and billing's limits cache does so after 2 s (CI on a slow machine counted the
+    subscription and plan lookups of the waiting reason). Both are emptied first, so the warm-up
+    fills them with the long expiry rather than reusing an entry of an earlier test's."""
+    from billing import limits
     from tenants import middleware
 
     monkeypatch.setattr(middleware, "HOST_CACHE_SECONDS", 3600.0)
+    monkeypatch.setattr(limits, "LIMITS_CACHE_SECONDS", 3600.0)
+    middleware.host_cache_clear()
+    limits.limits_cache_clear()
+    yield
+    # Entries filled here would outlive the patch by an hour: later tests get fresh ones.
+    middleware.host_cache_clear()
+    limits.limits_cache_clear()
 
 
 def _queries(**kwargs) -> list[str]:

@@ -177,6 +177,15 @@ def test_the_subscriptions_overrides_replace_concurrency_submit_rate_and_weight(
     assert limits.submit_rate == Rate(text="300/m", per_second=5.0, burst=5)
 
 
+def test_a_submit_burst_override_sizes_the_submit_bucket_of_a_slow_rate(tenant):
+    # One second's worth of 2/m would be a burst of 1.
+    Subscription.objects.filter(tenant=tenant).update(
+        submit_rate_override="2/m", submit_burst_override=5
+    )
+    limits_cache_clear()
+    assert tenant_limits(tenant.pk).submit_rate == Rate(text="2/m", per_second=2 / 60, burst=5)
+
+
 def test_a_concurrency_override_of_zero_is_kept_not_taken_for_blank(tenant):
     Subscription.objects.filter(tenant=tenant).update(concurrency_override=0)
     limits_cache_clear()
