@@ -20,6 +20,7 @@ from saas_platform.lib.tenant_context import active_tenant
 from saas_platform.lib.worker_liveness import queue_consumers
 
 from billing.limits import tenant_limits
+from jobs.catalogue import job_type_cancellable
 from jobs.models import (
     AttemptCause,
     Job,
@@ -115,6 +116,14 @@ def _ahead_in_line(job: Job) -> int:
         .filter(earlier)
         .count()
     )
+
+
+def job_cancellable(*, job: Job) -> bool:
+    """Whether a cancel of `job` would be accepted now (jobs.services.transitions.job_cancel):
+    not finished, and not running unless its type can be stopped."""
+    if job.is_final:
+        return False
+    return job.status != JobStatus.RUNNING or job_type_cancellable(job.type)
 
 
 def job_waiting_reason(*, job: Job, now: datetime | None = None) -> WaitingReason | None:

@@ -316,3 +316,28 @@ def test_api_keys_are_created_shown_once_and_revoked(actors):
     assert bad.status_code == 400
     assert 'id="id_name_error"' in bad.content.decode()
     assert 'id="id_scopes_error"' in bad.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("job_type", "args", "offered"),
+    [
+        ("demo.sleep", {"seconds": 60}, True),
+        # A message half sent cannot be taken back: the service refuses its cancel, so the
+        # page offers none.
+        ("email.send", {"to": "a@example.com", "subject": "s", "body": "b"}, False),
+    ],
+)
+def test_a_running_job_offers_cancel_only_if_its_type_can_be_stopped(
+    actors, job_type, args, offered
+):
+    job = queued_job(actors.acme, job_type, args)
+    client = portal_client(ACME, "alice@acme.example")
+    cancel = f'action="/jobs/{job.id}/cancel/"'
+    assert cancel in client.get(f"/jobs/{job.id}/").content.decode()  # queued: either type
+    with actors.acme:
+        Job.objects.filter(id=job.id).update(status=JobStatus.RUNNING)
+    for headers in ({}, {"HX-Request": "true"}):  # the page and its live part
+        page = client.get(f"/jobs/{job.id}/", headers=headers).content.decode()
+        assert (cancel in page) is offered, headers
+    with actors.acme:
+        Job.objects.filter(id=job.id).delete()

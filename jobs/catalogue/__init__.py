@@ -182,3 +182,12 @@ def job_type_get(name: str) -> JobType:
         return catalogue()[name]
     except KeyError:
         raise UnknownJobType(name) from None
+
+
+def job_type_cancellable(name: str) -> bool:
+    """Whether a running job of type `name` can be stopped. A type that left the catalogue is:
+    nothing of it can still be worth finishing."""
+    try:
+        return job_type_get(name).cancellable
+    except UnknownJobType:
+        return True

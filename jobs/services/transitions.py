@@ -29,7 +29,7 @@ from saas_platform.lib.db import connection, rows_in_one_round_trip
 from saas_platform.lib.state_redis import state_redis
 from saas_platform.lib.worker_liveness import current_incarnation
 
-from jobs.catalogue import UnknownJobType, job_type_get
+from jobs.catalogue import UnknownJobType, job_type_cancellable, job_type_get
 from jobs.models import AttemptCause, AttemptOutcome, Job, JobStatus
 from jobs.services.activity import jobs_announce_on_commit
 from jobs.services.dispatch import inflight_key
@@ -446,10 +446,7 @@ def job_cancel(*, job: Job) -> Job:
     stops at its next progress report). A running job of any other type is left to finish: the
     cancel is refused (`not_cancellable`), naming why.
     """
-    try:
-        cancellable = job_type_get(job.type).cancellable
-    except UnknownJobType:
-        cancellable = True  # left the catalogue: nothing of it can still be worth finishing
+    cancellable = job_type_cancellable(job.type)
     with transaction.atomic():
         updated = _execute_ending(
             _CANCEL_SQL if cancellable else _CANCEL_UNSTARTED_SQL,

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_POST
 from jobs.models import FINAL_STATUSES, Job, JobStatus
 from jobs.selectors import (
     BadCursor,
+    job_cancellable,
     job_filtered,
     job_get,
     job_get_with_attempts,
@@ -105,6 +106,9 @@ def _detail_context(job_id: str) -> dict[str, object]:
         "attempts": detail.attempts,
         "reason": job_waiting_reason(job=detail.job),
         "live": not detail.job.is_final,
+        # A running job whose type cannot be stopped (email.send) offers no Cancel: it would be
+        # refused.
+        "cancellable": job_cancellable(job=detail.job),
         "retryable": detail.job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
     }
 
