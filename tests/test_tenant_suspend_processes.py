@@ -1,7 +1,6 @@
 """A suspended tenant (`manage.py tenant_suspend`, the admin's action) with real worker and
-beat processes: its
-schedule does not fire, its queued and delayed jobs do not run and its API key gets 403; after
-resume all of it runs, once, and nothing is lost. (The parts one by one, in this process:
+beat processes: its schedule does not fire, its queued and delayed jobs do not run and its API
+key gets 403; after resume all of it runs, once, and nothing is lost. (The parts one by one, in this process:
 test_dispatch_turn.py, test_schedule_policies.py, test_api_auth.py.)"""
 
 from __future__ import annotations
