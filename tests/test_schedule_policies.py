@@ -201,3 +201,35 @@ def test_an_occurrence_is_recorded_once_whatever_the_beats_believe(ent):
         assert occurrence_run(schedule_id=schedule_id, due_at=due) == Result.ALREADY_DONE
         assert Job.objects.filter(schedule_id=schedule_id).count() == 1
         assert ScheduleRun.objects.filter(schedule_id=schedule_id).count() == 1
+
+
+def test_each_occurrence_logs_a_line_naming_its_tenant_schedule_and_job(ent, caplog):
+    import logging
+
+    import structlog
+
+    tenant, key = ent
+    schedule_id = _create(key, interval_seconds=60)
+    latest = _as_if_down_for_an_hour(tenant, schedule_id)
+    bound: list[dict] = []
+
+    class Seen(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            bound.append(dict(structlog.contextvars.get_contextvars()))
+
+    seen = Seen()
+    logging.getLogger("jobs.schedules").addHandler(seen)
+    try:
+        with caplog.at_level("INFO", logger="jobs.schedules"):
+            _tick()
+    finally:
+        logging.getLogger("jobs.schedules").removeHandler(seen)
+    (run,) = _runs(tenant, schedule_id)
+    line = (
+        f"schedule {schedule_id} of tenant {tenant.schema_name}: occurrence "
+        f"{latest.isoformat()} submitted as job {run.job_id}"
+    )
+    assert line in caplog.messages, caplog.messages
+    # Bound while the entry ran (JSON log lines and Sentry events carry them), cleared after.
+    assert {"tenant": tenant.schema_name, "schedule": schedule_id}.items() <= bound[-1].items()
+    assert "schedule" not in structlog.contextvars.get_contextvars()

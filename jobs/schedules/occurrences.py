@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
+from saas_platform.lib.db import connection
 
 from jobs.catalogue import JobArgsError, UnknownJobType
 from jobs.models import Job, Overlap, Schedule, ScheduleRun, ScheduleRunOutcome
@@ -82,8 +83,9 @@ def occurrence_run(*, schedule_id: int, due_at: datetime) -> Result:
                     # A job type removed from the catalogue, or arguments a newer schema refuses.
                     outcome, error = ScheduleRunOutcome.FAILED, f"{type(exc).__name__}: {exc}"
                     logger.warning(
-                        "schedule %s occurrence %s not submitted: %s", schedule_id, due_at, error
-                    )
+                        "schedule %s of tenant %s: occurrence %s not submitted: %s",
+                        schedule_id, connection.schema_name, due_at.isoformat(), error,
+                    )  # fmt: skip
             ScheduleRun.objects.create(
                 schedule=schedule, due_at=due_at, outcome=outcome, job=job, error=error
             )
@@ -105,6 +107,12 @@ def occurrence_run(*, schedule_id: int, due_at: datetime) -> Result:
     except IntegrityError:
         # The unique (schedule, due_at): another beat recorded this occurrence first.
         return Result.ALREADY_DONE
+    # One line per occurrence, as Celery's beat logs each task it sends.
+    logger.info(
+        "schedule %s of tenant %s: occurrence %s %s%s",
+        schedule_id, connection.schema_name, due_at.isoformat(), outcome.value,
+        f" as job {job.id}" if job is not None else "",
+    )  # fmt: skip
     return Result(outcome.value)
 
 
