@@ -112,6 +112,9 @@ def test_a_job_over_its_hard_time_limit_fails_in_its_schema(tenant_db, worker):
 
 
 def test_a_job_revoked_before_a_worker_received_it_is_cancelled_in_its_schema(tenant_db, worker):
+    # A fresh worker can miss a broadcast sent just after its "ready" (a fresh clone's run: the
+    # job succeeded); the test is of what a revoke that arrives does, so it waits for that.
+    worker.wait_controllable()
     with tenant_db.initech, transaction.atomic():
         job = job_submit(
             request=JobRequest(type="demo.add", args={"x": 1, "y": 2}), submitted_by="operator"

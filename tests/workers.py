@@ -146,6 +146,18 @@ class WorkerProcess:
         if exc_type is None:
             self.assert_no_unexpected_errors()
 
+    def wait_controllable(self, timeout: float = 30) -> None:
+        """Until the worker answers a ping: "ready" is logged before its control consumer has
+        subscribed to broadcasts, and a broadcast (a revoke) sent in between never reaches it
+        (Redis pub/sub keeps nothing for a late subscriber)."""
+        from saas_platform.celery_app import app
+
+        wait_for(
+            lambda: app.control.ping(destination=[self.nodename], timeout=0.5),
+            timeout=timeout,
+            what=f"{self.nodename} to answer a ping",
+        )
+
     def allow(self, *patterns: str) -> None:
         """Expect log records matching these from now on (errors a test provokes on purpose)."""
         self.expected_errors += [re.compile(pattern) for pattern in patterns]
