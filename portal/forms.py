@@ -157,9 +157,11 @@ class ScheduleForm(forms.Form):
     )
     timezone = forms.CharField(
         max_length=64,
-        initial="UTC",
         label="Time zone",
         help_text="An IANA name such as Europe/Berlin: the cron is read in it, times shown in it.",
+        # The browser offers the names as one types (the form page's <datalist id=time-zones>);
+        # the server still checks, as the API does.
+        widget=forms.TextInput(attrs={"list": "time-zones", "autocomplete": "off"}),
     )
     enabled = forms.BooleanField(required=False, initial=True, label="Enabled")
     missed_runs = forms.ChoiceField(

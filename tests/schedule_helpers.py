@@ -7,7 +7,8 @@ import os
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tests.workers import CELERY, REPO, WorkerProcess, wait_for, worker_environment
@@ -101,3 +102,20 @@ def schedule_create_via_api(key: str, **body: Any) -> dict[str, Any]:
     assert answer.status == 201, answer.body
     created: dict[str, Any] = answer.body
     return created
+
+
+@contextmanager
+def tenant_zone(tenant: Any, name: str) -> Iterator[None]:
+    """The tenant's time zone set to `name` for the block (the host cache emptied on both
+    sides, so requests see the change at once)."""
+    from tenants.middleware import host_cache_clear
+    from tenants.models import Tenant
+
+    before = Tenant.objects.get(pk=tenant.pk).timezone
+    Tenant.objects.filter(pk=tenant.pk).update(timezone=name)
+    host_cache_clear()
+    try:
+        yield
+    finally:
+        Tenant.objects.filter(pk=tenant.pk).update(timezone=before)
+        host_cache_clear()

@@ -16,7 +16,7 @@ from jobs.models import Schedule
 from jobs.schedules.changes import changed_tenants_pop
 from jobs.schedules.services import schedule_delete
 from tests.api_client import call
-from tests.schedule_helpers import fresh_tenant, schedule_post
+from tests.schedule_helpers import fresh_tenant, schedule_post, tenant_zone
 
 
 @pytest.fixture
@@ -28,6 +28,22 @@ def ent(tenant_db):
 def _count(tenant) -> tuple[int, int]:
     with tenant:
         return Schedule.objects.count(), PeriodicTask.objects.count()
+
+
+def test_a_schedule_without_a_time_zone_is_in_the_tenants_own(ent):
+    tenant, key = ent
+    with tenant_zone(tenant, "Asia/Tokyo"):
+        answer = schedule_post(key, name="tokyo", cron="0 9 * * *")
+    assert answer.status == 201, answer.body
+    assert answer.body["timezone"] == "Asia/Tokyo"
+    first = datetime.fromisoformat(answer.body["next_runs"][0])
+    assert (first.hour, first.utcoffset()) == (9, timedelta(hours=9))
+    # A zone given is kept, whatever the tenant's.
+    with tenant_zone(tenant, "Asia/Tokyo"):
+        assert (
+            schedule_post(key, name="utc", cron="0 9 * * *", timezone="UTC").body["timezone"]
+            == "UTC"
+        )
 
 
 def test_it_creates_a_cron_schedule_in_the_contracts_shape(ent):

@@ -16,6 +16,7 @@ from jobs.models import Schedule, ScheduleRun
 from jobs.schedules.services import ScheduleSpec, schedule_create, schedule_delete
 from tests.jobs_helpers import queued_job
 from tests.portal_helpers import ACME, portal_client
+from tests.schedule_helpers import tenant_zone
 
 
 def _clear(tenant) -> None:
@@ -266,3 +267,18 @@ def test_anonymous_visitors_are_sent_to_sign_in():
     response = portal_client(ACME).get("/schedules/")
     assert response.status_code == 302
     assert "/login/" in response["Location"]
+
+
+def test_a_new_schedules_zone_is_the_tenants_and_the_page_offers_every_zone(acme):
+    client = portal_client(ACME, "alice@acme.example")
+    with tenant_zone(acme, "America/Sao_Paulo"):
+        page = client.get("/schedules/new/demo.add/").content.decode()
+    field = re.search(r'<input[^>]*name="schedule-timezone"[^>]*>', page)
+    assert field, page[:3000]
+    assert 'value="America/Sao_Paulo"' in field.group(0)
+    assert 'list="time-zones"' in field.group(0)
+    datalist = re.search(r'<datalist id="time-zones">(.*?)</datalist>', page, re.S)
+    assert datalist
+    offered = re.findall(r'<option value="([^"]+)">', datalist.group(1))
+    assert {"UTC", "Europe/Berlin", "America/Sao_Paulo"} <= set(offered)
+    assert offered == sorted(offered)

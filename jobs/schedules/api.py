@@ -10,6 +10,7 @@ from ninja import Field, Router, Schema, Status
 from pydantic import StrictBool, field_validator
 from saas_platform.lib.api_docs import route_doc
 from saas_platform.lib.api_errors import ApiError
+from saas_platform.lib.db import connection
 
 from jobs.api import Strict, _submit_error
 from jobs.catalogue import JobArgsError, UnknownJobType
@@ -88,7 +89,8 @@ class _Timing(_Policies):
     timezone: str | None = Field(
         None,
         max_length=64,
-        description="IANA zone the cron is read in and times are shown in; default UTC.",
+        description="IANA zone the cron is read in and times are shown in; default: the "
+        "tenant's time zone.",
     )
     # Strict: JSON true or false only, as the document says (not 0, 1 or "yes").
     enabled: StrictBool | None = None
@@ -211,6 +213,7 @@ def list_schedules(request: HttpRequest) -> dict[str, Any]:
 def create_schedule(request: HttpRequest, payload: ScheduleIn) -> Status[dict[str, Any]]:
     require_scope(request, "schedules:write")
     given = payload.model_dump(exclude_none=True)
+    given.setdefault("timezone", connection.tenant.timezone)
     try:
         schedule = schedule_create(spec=ScheduleSpec(**given))
     except _REFUSALS as exc:

@@ -73,6 +73,11 @@ def _zone_names() -> frozenset[str]:
     return _ZONES
 
 
+def zone_names() -> list[str]:
+    """Every time zone a schedule may use, sorted (the portal offers them as one types)."""
+    return sorted(_zone_names())
+
+
 def cron_fields(expression: str) -> dict[str, str]:
     """The five fields of `minute hour day-of-month month day-of-week`, by crontab's names."""
     parts = expression.split()

@@ -108,6 +108,10 @@ def tenant_enter(tenant: Any | None) -> None:
     current = active_tenant()
     if current is None or current.pk != tenant.pk:
         connection.set_tenant(tenant)
+    elif current is not tenant:
+        # The same schema, a newer read of its row (a changed time zone, say): keep the row
+        # current without the SET search_path (what set_tenant would do on top).
+        connection.tenant = tenant
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from saas_platform.lib.db import connection
 
 from jobs.catalogue import JobArgsError, JobType, UnknownJobType, catalogue, job_type_get
 from jobs.models import Schedule
@@ -33,6 +34,7 @@ from jobs.schedules.services import (
     schedule_update,
     spec_of,
 )
+from jobs.schedules.timing import zone_names
 from portal.access import portal_page
 from portal.describe import timing_description
 from portal.forms import ScheduleForm
@@ -123,7 +125,7 @@ def _save(
 def _form_page(
     request: HttpRequest, page: _FormPage, *, errors: list[str], status: int
 ) -> HttpResponse:
-    context = {**page.__dict__, "errors": errors}
+    context = {**page.__dict__, "errors": errors, "zone_names": zone_names()}
     return render(request, "portal/schedules/form.html", context, status=status)
 
 
@@ -161,9 +163,9 @@ def schedule_create_view(request: HttpRequest, type_name: str) -> HttpResponse:
     fields = schema_fields(job_type)
     if request.method == "POST":
         return _post(request, _FormPage(job_type, ScheduleForm(request.POST), fields, None))
-    return _form_page(
-        request, _FormPage(job_type, ScheduleForm(), fields, None), errors=[], status=200
-    )
+    # A new schedule is read in the tenant's own time zone unless its admin picks another.
+    form = ScheduleForm(initial={"timezone": connection.tenant.timezone})
+    return _form_page(request, _FormPage(job_type, form, fields, None), errors=[], status=200)
 
 
 @portal_page()
