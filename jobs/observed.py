@@ -19,10 +19,11 @@ from typing import Any
 import sentry_sdk
 from django.db import DatabaseError
 from saas_platform.lib import metrics
+from saas_platform.lib.db import connection
 from saas_platform.lib.telemetry import context_bind, secrets_add
 
 from billing.limits import tenant_limits
-from jobs.models import AttemptOutcome, JobAttempt
+from jobs.models import AttemptOutcome, Job, JobAttempt
 from jobs.schedules.monitors import CheckinStatus, checkin_begun, checkin_ended, checkins_enabled
 from jobs.services.transitions import ClaimedJob
 
@@ -116,4 +117,25 @@ def final_failure_noted(job_id: str, attempt: int) -> None:
             category="job.attempt",
             level="warning",
             message=f"attempt {number} ({cause}): {outcome}: {error}"[:500],
+        )
+
+
+def job_checkin_ended_outside_task(*, task_id: str, outcome: AttemptOutcome) -> None:
+    """The error check-in of a monitored job that Celery's main process ended (a hard time
+    limit, a lost worker): its task never reached job_checkin_end, and without this the
+    check-in stayed in progress until Sentry timed it out. One query, only with Sentry on."""
+    if outcome == AttemptOutcome.CANCELLED or not checkins_enabled():
+        return  # a cancel is no failure of the schedule's: nothing to alert on
+    found = (
+        Job.objects.filter(task_id=task_id)
+        .exclude(schedule__monitor_slug="")
+        .values_list("id", "schedule__monitor_slug")
+        .first()
+    )
+    if found is not None and found[1]:
+        checkin_ended(
+            tenant_slug=connection.schema_name,
+            monitor_slug=found[1],
+            job_id=str(found[0]),
+            status="error",
         )

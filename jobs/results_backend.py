@@ -22,6 +22,7 @@ from saas_platform.lib.state_redis import state_redis
 
 from jobs.catalogue import catalogue
 from jobs.models import AttemptOutcome
+from jobs.observed import job_checkin_ended_outside_task
 from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import job_record_ended_outside_task, job_succeed_with_result
 from jobs.services.workflows import WORKFLOW_STEP_ATTRIBUTE, workflow_step_succeed
@@ -93,13 +94,16 @@ class JobResultsBackend(TenantDatabaseBackend):
             return self._store_job_success(task_id, result, request)
         stored = super()._store_in_tenant(task_id, result, status, traceback, request, using)
         if status in (states.FAILURE, states.REVOKED):
-            job_record_ended_outside_task(
+            outcome = _attempt_outcome(status, result)
+            ended = job_record_ended_outside_task(
                 task_id=task_id,
                 status=status,
-                outcome=_attempt_outcome(status, result),
+                outcome=outcome,
                 error=_error_text(result),
                 traceback=traceback or "",
             )
+            if ended:
+                job_checkin_ended_outside_task(task_id=task_id, outcome=outcome)
             # A child killed by its time limit never reached the runner's own release.
             _free_slot(task_id)
         return stored

@@ -150,7 +150,11 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         report_progress=_progress_reporter(job_id, task_id, cancellable=job_type.cancellable),
     )
     began = time.monotonic()
-    outcome = AttemptOutcome.FAILED
+    # Set by every path that records the attempt's end; None when something else ended it. At a
+    # hard time limit the pool ends this child, and this frame can still unwind (seen: its error
+    # check-in arrived after the one of Celery's main process, which recorded the failure in
+    # jobs.results_backend): nothing here may then report the end a second time.
+    outcome: AttemptOutcome | None = None
     result: Any = None
     try:
         if pool_kills_on_time_limit():
@@ -190,6 +194,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         job_fail(
             job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
         )
+        outcome = AttemptOutcome.FAILED
         final_failure_noted(job_id, claimed.attempts)
         raise
     except Exception as exc:
@@ -210,6 +215,7 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         job_fail(
             job_id=job_id, task_id=task_id, error=_error_text(exc), traceback=_traceback_text(exc)
         )
+        outcome = AttemptOutcome.FAILED
         final_failure_noted(job_id, claimed.attempts)
         raise
     else:
@@ -221,16 +227,17 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         failed = leaving is not None and not isinstance(leaving, Ignore)
         run_seconds = time.monotonic() - began
         _attempt_ended(connection.tenant.pk, task_id, run_seconds, failed=failed)
-        attempt_ended(
-            tenant_id=connection.tenant.pk,
-            job_type=claimed.type,
-            status=outcome.value,
-            run_seconds=run_seconds,
-            result=result,
-            claimed=claimed,
-            job_id=job_id,
-            tenant_slug=tenant_slug,
-        )
+        if outcome is not None:
+            attempt_ended(
+                tenant_id=connection.tenant.pk,
+                job_type=claimed.type,
+                status=outcome.value,
+                run_seconds=run_seconds,
+                result=result,
+                claimed=claimed,
+                job_id=job_id,
+                tenant_slug=tenant_slug,
+            )
     if job_type.ignore_result:
         _record_own_success(task, job_id, task_id, result)
     return result

@@ -118,3 +118,42 @@ def test_a_monitored_schedules_jobs_check_in_with_slug_and_status_and_nothing_el
     sent = json.dumps(checkins)
     assert secret not in sent
     assert "424242" not in sent
+
+
+def test_a_monitored_job_its_main_process_ends_checks_in_an_error(tenant):
+    # A hard time limit: the child is killed and Celery's main process records the failure
+    # (jobs.results_backend), so the task itself never reports its end.
+    from jobs.services.submission import JobRequest, job_submit
+
+    tenant, key = tenant
+    sleeper = schedule_create_via_api(
+        key, name="sleeper", type="demo.sleep", args={"seconds": 30}, interval_seconds=3600,
+        monitor_slug="sleeper",
+    )  # fmt: skip
+    with tenant:
+        job = job_submit(
+            request=JobRequest(type="demo.sleep", args={"seconds": 30}, time_limit_seconds=1),
+            submitted_by=f"schedule:{sleeper['id']}",
+            schedule_id=sleeper["id"],
+        )
+    with SentrySink() as sink:
+        worker = WorkerProcess(
+            pool="prefork", concurrency=1, env={"SENTRY_DSN": sink.dsn},
+            expected_errors=[r"Hard time limit \(1s\) exceeded", r"TimeLimitExceeded\(1\)"],
+        )  # fmt: skip
+        with worker:
+            [done] = wait_final(tenant, [job.id], timeout=60)
+            wait_for(
+                lambda: [c for c in sink.checkins() if c["status"] == "error"],
+                timeout=20,
+                what="the error check-in",
+            )
+            time.sleep(QUIET_SECONDS)
+        checkins = sink.checkins()
+    assert done.status == "failed"
+    assert done.error.startswith("TimeLimitExceeded")
+    assert [(c["monitor_slug"], c["status"]) for c in checkins] == [
+        (f"{SLUG}-sleeper", "in_progress"),
+        (f"{SLUG}-sleeper", "error"),
+    ]
+    assert {c["check_in_id"] for c in checkins} == {job.id.hex}

@@ -317,16 +317,16 @@ _ENDED_OUTSIDE_TASK_SQL = _ending_attempt("""
 
 def job_record_ended_outside_task(
     *, task_id: str, status: str, outcome: AttemptOutcome, error: str, traceback: str = ""
-) -> None:
+) -> bool:
     """Called by the results backend for FAILURE/REVOKED, inside the tenant's schema.
 
     Covers the ends a task cannot record itself: hard time limit, lost worker, revoked before
     running. A job the task already ended is left as it is. `outcome` is the attempt's (the
     backend tells a time limit from a lost worker); a job revoked before it ran has no running
-    attempt, so only the Job row changes.
+    attempt, so only the Job row changes. True when this ended the job.
     """
     final = JobStatus.CANCELLED if status == states.REVOKED else JobStatus.FAILED
-    _execute_ending(
+    return _execute_ending(
         _ENDED_OUTSIDE_TASK_SQL,
         {"task_id": task_id, "status": final.value, "error": error[:_MAX_ERROR_CHARS]},
         outcome=outcome,
