@@ -206,6 +206,7 @@ def test_an_occurrence_is_recorded_once_whatever_the_beats_believe(ent):
 def test_each_occurrence_logs_a_line_naming_its_tenant_schedule_and_job(ent, caplog):
     import logging
 
+    import sentry_sdk
     import structlog
 
     tenant, key = ent
@@ -213,9 +214,12 @@ def test_each_occurrence_logs_a_line_naming_its_tenant_schedule_and_job(ent, cap
     latest = _as_if_down_for_an_hour(tenant, schedule_id)
     bound: list[dict] = []
 
+    tagged: list[dict] = []
+
     class Seen(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             bound.append(dict(structlog.contextvars.get_contextvars()))
+            tagged.append(dict(sentry_sdk.get_isolation_scope()._tags))
 
     seen = Seen()
     logging.getLogger("jobs.schedules").addHandler(seen)
@@ -233,3 +237,8 @@ def test_each_occurrence_logs_a_line_naming_its_tenant_schedule_and_job(ent, cap
     # Bound while the entry ran (JSON log lines and Sentry events carry them), cleared after.
     assert {"tenant": tenant.schema_name, "schedule": schedule_id}.items() <= bound[-1].items()
     assert "schedule" not in structlog.contextvars.get_contextvars()
+    # Sentry's tags likewise: set in a scope of the entry's, gone from the beat's after it.
+    assert {"tenant": tenant.schema_name, "schedule": str(schedule_id)}.items() <= tagged[
+        -1
+    ].items()
+    assert "schedule" not in sentry_sdk.get_isolation_scope()._tags

@@ -35,7 +35,7 @@ from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 from django_tenants.utils import get_tenant_model
 from saas_platform.lib import metrics
-from saas_platform.lib.telemetry import context_bind, context_clear
+from saas_platform.lib.telemetry import context_scoped
 from saas_platform.lib.tenant_context import UnknownTenant, tenant_enter
 
 from jobs.models import MissedRuns, Overlap, Schedule
@@ -234,12 +234,9 @@ class TenantBook:
             self.drop_tenant(entry.tenant_id)
             return
         # What this entry logs (and a Sentry event it raises) carries its tenant and schedule;
-        # the beat's own lines after it do not.
-        context_bind(tenant=tenant.schema_name, schedule=entry.schedule_id)
-        try:
+        # the beat's own lines and events after it do not.
+        with context_scoped(tenant=tenant.schema_name, schedule=entry.schedule_id):
             self._fire_in_tenant(tenant, entry)
-        finally:
-            context_clear()
 
     def _fire_in_tenant(self, tenant: Any, entry: Entry) -> None:
         now = timezone.now()

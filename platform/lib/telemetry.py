@@ -13,6 +13,7 @@ this module is the library the jobs layer calls.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 from collections.abc import Iterator
 from typing import Any
@@ -43,6 +44,19 @@ def context_bind(**fields: Any) -> None:
     structlog.contextvars.bind_contextvars(**present)
     for name, value in present.items():
         sentry_sdk.set_tag(name, str(value))
+
+
+@contextlib.contextmanager
+def context_scoped(**fields: Any) -> Iterator[None]:
+    """`fields` bound for the block only, for a process that handles one unit of work after
+    another without a task or request scope of its own (the beat's entries): the log fields are
+    cleared after it and the Sentry tags stay in a scope of the block's."""
+    with sentry_sdk.isolation_scope():
+        context_bind(**fields)
+        try:
+            yield
+        finally:
+            context_clear()
 
 
 def context_fields() -> dict[str, Any]:
