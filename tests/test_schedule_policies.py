@@ -218,8 +218,10 @@ def test_each_occurrence_logs_a_line_naming_its_tenant_schedule_and_job(ent, cap
 
     class Seen(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            bound.append(dict(structlog.contextvars.get_contextvars()))
-            tagged.append(dict(sentry_sdk.get_isolation_scope()._tags))
+            # Only this tenant's lines: the book holds every tenant's entries (other tests').
+            if f"of tenant {tenant.schema_name}:" in record.getMessage():
+                bound.append(dict(structlog.contextvars.get_contextvars()))
+                tagged.append(dict(sentry_sdk.get_isolation_scope()._tags))
 
     seen = Seen()
     logging.getLogger("jobs.schedules").addHandler(seen)
