@@ -244,3 +244,49 @@ def test_each_occurrence_logs_a_line_naming_its_tenant_schedule_and_job(ent, cap
         -1
     ].items()
     assert "schedule" not in sentry_sdk.get_isolation_scope()._tags
+
+
+def test_a_tenants_due_occurrences_run_together_and_a_refused_one_stops_none(ent):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    tenant, key = ent
+    ids = [_create(key, interval_seconds=60, name=f"s{n}") for n in range(3)]
+    latest = [_as_if_down_for_an_hour(tenant, schedule_id) for schedule_id in ids]
+    with tenant:  # its job type since removed from the catalogue
+        Schedule.objects.filter(pk=ids[1]).update(type="demo.removed")
+    book = TenantBook()
+    book.load_all()
+    with CaptureQueriesContext(connection) as seen:
+        _tick(book)
+    locks = [q["sql"] for q in seen.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert len(locks) == 1, locks  # the three schedules locked, decided and written together
+    outcomes = {i: [(r.due_at, r.outcome) for r in _runs(tenant, i)] for i in ids}
+    assert outcomes == {
+        ids[0]: [(latest[0], ScheduleRunOutcome.SUBMITTED)],
+        ids[1]: [(latest[1], ScheduleRunOutcome.FAILED)],
+        ids[2]: [(latest[2], ScheduleRunOutcome.SUBMITTED)],
+    }
+    with tenant:
+        assert "UnknownJobType" in ScheduleRun.objects.get(schedule_id=ids[1]).error
+        assert Job.objects.filter(schedule_id__in=ids).count() == 2
+
+
+def test_one_occurrence_another_beat_recorded_first_leaves_the_others_to_run(ent):
+    from jobs.schedules.occurrences import Due, Result, occurrence_run, occurrences_run
+
+    tenant, key = ent
+    ids = [_create(key, interval_seconds=60, name=f"s{n}") for n in range(3)]
+    dues = [Due(schedule_id, _as_if_down_for_an_hour(tenant, schedule_id)) for schedule_id in ids]
+    with tenant:
+        assert occurrence_run(schedule_id=ids[0], due_at=dues[0].due_at) == Result.SUBMITTED
+        # This beat's view is stale: the unique (schedule, due_at) key is what stops it.
+        Schedule.objects.filter(pk=ids[0]).update(last_due_at=dues[0].due_at - timedelta(60))
+        assert occurrences_run(dues) == {
+            ids[0]: Result.ALREADY_DONE,
+            ids[1]: Result.SUBMITTED,
+            ids[2]: Result.SUBMITTED,
+        }
+        assert occurrences_run(dues) == dict.fromkeys(ids, Result.ALREADY_DONE)
+        assert Job.objects.filter(schedule_id__in=ids).count() == 3
+        assert ScheduleRun.objects.filter(schedule_id__in=ids).count() == 3

@@ -12,8 +12,9 @@ business, published from public; tenants' schedules are this class's:
   every tick (at most CHANGE_POLL_SECONDS apart), and only those tenants are read again; the
   tenant table is read every TENANTS_REFRESH_SECONDS (suspended, resumed, deleted tenants), and
   everything every FULL_RELOAD_SECONDS as a backstop for a lost announcement;
-- a due occurrence is submitted by jobs.schedules.occurrences with its tenant active (the
-  platform's own row, never a stored header), through the normal job service;
+- due occurrences are submitted by jobs.schedules.occurrences with their tenant active (the
+  platform's own row, never a stored header), through the normal job service, a tenant's due
+  together in one transaction;
 - only the holder of the lease (jobs.schedules.lease) dispatches anything; the others stand by.
 
 A bad entry (its job type gone, its row unreadable, its tenant deleted mid-tick) is logged and
@@ -35,13 +36,13 @@ from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler
 from django_tenants.utils import get_tenant_model
 from saas_platform.lib import metrics
-from saas_platform.lib.telemetry import context_scoped
+from saas_platform.lib.telemetry import context_line, context_scoped
 from saas_platform.lib.tenant_context import UnknownTenant, tenant_enter
 
 from jobs.models import MissedRuns, Overlap, Schedule
 from jobs.schedules.changes import changed_tenants_pop
 from jobs.schedules.lease import STANDBY_POLL_SECONDS, Lease
-from jobs.schedules.occurrences import Result, buffered_release, occurrence_run
+from jobs.schedules.occurrences import Due, Result, buffered_release, occurrences_run
 from jobs.schedules.timing import Timing, TimingError, jitter_offset, latest_until, next_after
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,9 @@ LATE_GRACE = timedelta(seconds=10)
 BUFFER_POLL = timedelta(seconds=1)
 # A tick that cannot reach the database tries an occurrence again after this long.
 DATABASE_RETRY = timedelta(seconds=1)
-# Renew the lease every this many occurrences within one long tick.
-_RENEW_EVERY = 200
+# Occurrences taken from the heap at once (a tenant's among them run in one transaction); the
+# lease is renewed between batches, so a batch must take well under the lease's 5 s.
+_BATCH = 500
 
 
 @dataclass
@@ -213,78 +215,115 @@ class TenantBook:
     # --- dispatching -----------------------------------------------------------------------
 
     def run_due(self, now_ts: float, renew: Any) -> float:
-        """Fire every entry due by `now_ts`; seconds until the next one (or a long wait)."""
-        fired = 0
+        """Fire every entry due by `now_ts`; seconds until the next one (or a long wait).
+
+        Due entries are taken from the heap up to _BATCH at a time and fired per tenant, a
+        tenant's together (jobs.schedules.occurrences.occurrences_run: one transaction); the
+        lease is renewed between batches.
+        """
         while self.heap and self.heap[0][0] <= now_ts:
-            _, tenant_id, schedule_id, version = heapq.heappop(self.heap)
-            entry = self.entries.get(tenant_id, {}).get(schedule_id)
-            if entry is None or entry.version != version:
-                continue  # changed or dropped since it was pushed
-            self._fire(entry)
-            fired += 1
-            if fired % _RENEW_EVERY == 0 and not renew():
+            taken: dict[int, dict[int, Entry]] = {}
+            count = 0
+            while self.heap and self.heap[0][0] <= now_ts and count < _BATCH:
+                _, tenant_id, schedule_id, version = heapq.heappop(self.heap)
+                entry = self.entries.get(tenant_id, {}).get(schedule_id)
+                if entry is None or entry.version != version:
+                    continue  # changed or dropped since it was pushed
+                group = taken.setdefault(tenant_id, {})
+                if schedule_id not in group:  # a held entry may be in the heap twice
+                    group[schedule_id] = entry
+                    count += 1
+            for tenant_id, group in taken.items():
+                self._fire(tenant_id, list(group.values()))
+            if self.heap and self.heap[0][0] <= now_ts and not renew():
                 return STANDBY_POLL_SECONDS
         if not self.heap:
             return 60.0
         return max(0.0, self.heap[0][0] - time.time())
 
-    def _fire(self, entry: Entry) -> None:
-        tenant = self.tenants.get(entry.tenant_id)
+    def _fire(self, tenant_id: int, entries: list[Entry]) -> None:
+        tenant = self.tenants.get(tenant_id)
         if tenant is None:
-            self.drop_tenant(entry.tenant_id)
+            self.drop_tenant(tenant_id)
             return
-        # What this entry logs (and a Sentry event it raises) carries its tenant and schedule;
-        # the beat's own lines and events after it do not.
-        with context_scoped(tenant=tenant.schema_name, schedule=entry.schedule_id):
-            self._fire_in_tenant(tenant, entry)
+        # What these entries log (and a Sentry event they raise) carries their tenant, and the
+        # schedule when there is one; the beat's own lines and events after them do not.
+        single = entries[0].schedule_id if len(entries) == 1 else None
+        with context_scoped(tenant=tenant.schema_name, schedule=single):
+            self._fire_in_tenant(tenant, entries)
 
-    def _fire_in_tenant(self, tenant: Any, entry: Entry) -> None:
+    def _fire_in_tenant(self, tenant: Any, entries: list[Entry]) -> None:
         now = timezone.now()
+        planned: list[tuple[Entry, datetime]] = []
         try:
             tenant_enter(tenant)
-            if entry.buffered:
-                entry.buffered = not buffered_release(schedule_id=entry.schedule_id)
-            due = entry.next_due
-            if due > now:
-                # Woken only to look at a held occurrence; its own time is still ahead.
-                if entry.buffered:
-                    self._push(entry, at=min(now + BUFFER_POLL, due))
-                return
-            latest = latest_until(entry.timing, due, now)
-            result: Result | None = None
-            if now - latest <= LATE_GRACE or (
-                entry.missed_runs == MissedRuns.RUN_ONCE and now - latest <= entry.catch_up
-            ):
-                result = occurrence_run(schedule_id=entry.schedule_id, due_at=latest)
-                if result == Result.SUBMITTED:
-                    self.dispatched += 1
-                    _lag_observe(entry, latest)
-            else:
-                logger.info(
-                    "schedule %s of tenant %s: occurrence %s missed (policy %s)",
-                    entry.schedule_id, entry.tenant_id, latest.isoformat(), entry.missed_runs,
-                )  # fmt: skip
+            for entry in entries:
+                latest = self._plan(entry, now)
+                if latest is not None:
+                    planned.append((entry, latest))
+            results = occurrences_run([Due(entry.schedule_id, at) for entry, at in planned])
         except UnknownTenant:
-            self.drop_tenant(entry.tenant_id)
+            self.drop_tenant(entries[0].tenant_id)
             return
         except (OperationalError, InterfaceError) as exc:
-            # The database is unreachable: try the same occurrence again shortly, without
-            # moving on (its missed-runs policy decides once the database is back).
+            # The database is unreachable: try the same occurrences again shortly, without
+            # moving on (their missed-runs policy decides once the database is back).
             logger.warning("beat cannot reach the database: %s", exc)
             connection.close_if_unusable_or_obsolete()
-            self._push(entry, at=now + DATABASE_RETRY)
+            for entry in entries:
+                self._push(entry, at=now + DATABASE_RETRY)
             return
         except Exception:
+            connection.close_if_unusable_or_obsolete()
+            if len(entries) > 1:
+                # One bad entry must not stop the tenant's others: each on its own, so only
+                # the bad one is skipped (an entry already moved on only looks again).
+                for entry in entries:
+                    self._fire(entry.tenant_id, [entry])
+                return
             # One bad entry must not stop the others: log it and move it to its next time.
             logger.exception(
                 "beat skips an occurrence of schedule %s of tenant %s",
-                entry.schedule_id, entry.tenant_id,
+                entries[0].schedule_id, entries[0].tenant_id,
             )  # fmt: skip
-            connection.close_if_unusable_or_obsolete()
-            latest = entry.next_due
-            result = None
+            self._advance(entries[0], entries[0].next_due, None)
+            return
         # The tenant stays active: the next entry is often the same tenant's, and the tick
         # returns to public before anything else runs.
+        for entry, latest in planned:
+            result = results[entry.schedule_id]
+            if result == Result.SUBMITTED:
+                self.dispatched += 1
+                _lag_observe(entry, latest)
+            self._advance(entry, latest, result)
+
+    def _plan(self, entry: Entry, now: datetime) -> datetime | None:
+        """The due time of the occurrence `entry` runs now, or None when it runs nothing now
+        (its held occurrence still waits, or its time is still ahead, or it was missed: moved on
+        here)."""
+        if entry.buffered:
+            entry.buffered = not buffered_release(schedule_id=entry.schedule_id)
+        due = entry.next_due
+        if due > now:
+            # Woken only to look at a held occurrence; its own time is still ahead.
+            if entry.buffered:
+                self._push(entry, at=min(now + BUFFER_POLL, due))
+            return None
+        latest = latest_until(entry.timing, due, now)
+        if now - latest <= LATE_GRACE or (
+            entry.missed_runs == MissedRuns.RUN_ONCE and now - latest <= entry.catch_up
+        ):
+            return latest
+        with context_line(schedule=entry.schedule_id):
+            logger.info(
+                "schedule %s of tenant %s: occurrence %s missed (policy %s)",
+                entry.schedule_id, entry.tenant_id, latest.isoformat(), entry.missed_runs,
+            )  # fmt: skip
+        self._advance(entry, latest, None)
+        return None
+
+    def _advance(self, entry: Entry, latest: datetime, result: Result | None) -> None:
+        """Move `entry` past the occurrence due at `latest`, by what became of it."""
         if result in (Result.GONE, Result.DISABLED):
             self.entries.get(entry.tenant_id, {}).pop(entry.schedule_id, None)
             return

@@ -167,6 +167,25 @@ def job_submit(
     return job
 
 
+def job_build(*, request: JobRequest, submitted_by: str, schedule_id: int | None = None) -> Job:
+    """A validated job, not yet written: for a caller that accepts several jobs, each of which
+    may be refused on its own (the beat's occurrences), with jobs_accept. Raises as job_submit
+    does (UnknownJobType, JobArgsError, JobSubmitError)."""
+    job = _build(request, submitted_by=submitted_by, now=timezone.now())
+    job.schedule_id = schedule_id
+    return job
+
+
+def jobs_accept(jobs: list[Job]) -> None:
+    """Write jobs from job_build in the caller's transaction: one INSERT, one announcement
+    after its commit."""
+    if not jobs:
+        return
+    tenant = _require_tenant()
+    Job.objects.bulk_create(jobs)
+    jobs_announce_on_commit(tenant.pk, jobs, bill=True)
+
+
 def _replay(existing: Job, attempted: Job) -> Job:
     if existing.request_hash != attempted.request_hash:
         raise IdempotencyConflict(

@@ -59,6 +59,16 @@ def context_scoped(**fields: Any) -> Iterator[None]:
             context_clear()
 
 
+@contextlib.contextmanager
+def context_line(**fields: Any) -> Iterator[None]:
+    """`fields` added for the block, on top of what is bound, and the previous fields restored
+    after it: one line about one item of a batch (an occurrence among a tenant's)."""
+    with sentry_sdk.isolation_scope(), structlog.contextvars.bound_contextvars(**fields):
+        for name, value in fields.items():
+            sentry_sdk.set_tag(name, str(value))
+        yield
+
+
 def context_fields() -> dict[str, Any]:
     return structlog.contextvars.get_contextvars()
 
