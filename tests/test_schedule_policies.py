@@ -290,3 +290,21 @@ def test_one_occurrence_another_beat_recorded_first_leaves_the_others_to_run(ent
         assert occurrences_run(dues) == dict.fromkeys(ids, Result.ALREADY_DONE)
         assert Job.objects.filter(schedule_id__in=ids).count() == 3
         assert ScheduleRun.objects.filter(schedule_id__in=ids).count() == 3
+
+
+def test_a_beat_that_loses_its_lease_mid_burst_fires_nothing_more(ent, monkeypatch):
+    from jobs.schedules import beat
+    from jobs.schedules.lease import STANDBY_POLL_SECONDS
+
+    tenant, key = ent
+    other, other_key = fresh_tenant("schedlease")
+    mine = _create(key, interval_seconds=60)
+    theirs = _create(other_key, interval_seconds=60)
+    _as_if_down_for_an_hour(tenant, mine)
+    _as_if_down_for_an_hour(other, theirs)
+    book = TenantBook()
+    book.load_all()
+    monkeypatch.setattr(beat, "RENEW_SECONDS", 0.0)  # renew before every tenant's entries
+    assert book.run_due(time.time(), renew=lambda: False) == STANDBY_POLL_SECONDS
+    assert (_runs(tenant, mine), _runs(other, theirs)) == ([], [])
+    assert book.loaded_at == 0.0  # the next holder of the lease reads every entry first

@@ -57,9 +57,8 @@ LATE_GRACE = timedelta(seconds=10)
 BUFFER_POLL = timedelta(seconds=1)
 # A tick that cannot reach the database tries an occurrence again after this long.
 DATABASE_RETRY = timedelta(seconds=1)
-# Occurrences taken from the heap at once (a tenant's among them run in one transaction); the
-# lease is renewed between batches, so a batch must take well under the lease's 5 s.
-_BATCH = 500
+# A long tick (a burst of due occurrences) renews the lease (5 s) this often.
+RENEW_SECONDS = 1.0
 
 
 @dataclass
@@ -217,26 +216,27 @@ class TenantBook:
     def run_due(self, now_ts: float, renew: Any) -> float:
         """Fire every entry due by `now_ts`; seconds until the next one (or a long wait).
 
-        Due entries are taken from the heap up to _BATCH at a time and fired per tenant, a
-        tenant's together (jobs.schedules.occurrences.occurrences_run: one transaction); the
-        lease is renewed between batches.
+        Every due entry is taken from the heap at once and fired per tenant, a tenant's
+        together (jobs.schedules.occurrences.occurrences_run: one transaction), tenants in the
+        order of their earliest due entry; the lease is renewed every RENEW_SECONDS meanwhile.
+        If it is lost, the rest is left: whoever holds the lease next reads every entry again.
         """
+        taken: dict[int, dict[int, Entry]] = {}
         while self.heap and self.heap[0][0] <= now_ts:
-            taken: dict[int, dict[int, Entry]] = {}
-            count = 0
-            while self.heap and self.heap[0][0] <= now_ts and count < _BATCH:
-                _, tenant_id, schedule_id, version = heapq.heappop(self.heap)
-                entry = self.entries.get(tenant_id, {}).get(schedule_id)
-                if entry is None or entry.version != version:
-                    continue  # changed or dropped since it was pushed
-                group = taken.setdefault(tenant_id, {})
-                if schedule_id not in group:  # a held entry may be in the heap twice
-                    group[schedule_id] = entry
-                    count += 1
-            for tenant_id, group in taken.items():
-                self._fire(tenant_id, list(group.values()))
-            if self.heap and self.heap[0][0] <= now_ts and not renew():
-                return STANDBY_POLL_SECONDS
+            _, tenant_id, schedule_id, version = heapq.heappop(self.heap)
+            entry = self.entries.get(tenant_id, {}).get(schedule_id)
+            if entry is None or entry.version != version:
+                continue  # changed or dropped since it was pushed
+            # setdefault: a held entry may be in the heap twice.
+            taken.setdefault(tenant_id, {}).setdefault(schedule_id, entry)
+        renewed = time.monotonic()
+        for tenant_id, group in taken.items():
+            if time.monotonic() - renewed >= RENEW_SECONDS:
+                if not renew():
+                    self.loaded_at = 0.0  # read everything again before firing anything
+                    return STANDBY_POLL_SECONDS
+                renewed = time.monotonic()
+            self._fire(tenant_id, list(group.values()))
         if not self.heap:
             return 60.0
         return max(0.0, self.heap[0][0] - time.time())
