@@ -36,6 +36,20 @@ def _as_if_down_for_an_hour(tenant, schedule_id: int) -> timezone.datetime:
     return anchor + timedelta(seconds=3600)
 
 
+def _one_due_in_each_of_two(ent, slug: str):
+    """The tenant of `ent` and a fresh one, `slug`, with one overdue schedule each, and a book
+    holding both: (tenant, its schedule, other tenant, its schedule, book)."""
+    tenant, key = ent
+    other, other_key = fresh_tenant(slug)
+    mine = _create(key, interval_seconds=60)
+    theirs = _create(other_key, interval_seconds=60)
+    _as_if_down_for_an_hour(tenant, mine)
+    _as_if_down_for_an_hour(other, theirs)
+    book = TenantBook()
+    book.load_all()
+    return tenant, mine, other, theirs, book
+
+
 def _tick(book: TenantBook | None = None, ahead: float = 0.0) -> TenantBook:
     if book is None:
         book = TenantBook()
@@ -162,16 +176,7 @@ def test_changing_the_time_zone_restarts_the_schedule_from_now(ent):
 def test_a_tenant_whose_schema_vanishes_mid_tick_does_not_stop_the_others(ent, caplog):
     from django.db import connection
 
-    from tests.schedule_helpers import fresh_tenant
-
-    tenant, key = ent
-    doomed, doomed_key = fresh_tenant("scheddoomed")
-    mine = _create(key, interval_seconds=60)
-    theirs = _create(doomed_key, interval_seconds=60)
-    _as_if_down_for_an_hour(tenant, mine)
-    _as_if_down_for_an_hour(doomed, theirs)
-    book = TenantBook()
-    book.load_all()
+    tenant, mine, doomed, theirs, book = _one_due_in_each_of_two(ent, "scheddoomed")
     # Renamed away rather than dropped, and put back after: the tenant row stays, its schema
     # is gone for this tick (as when it is deleted while the beat holds its entries).
     with connection.cursor() as cursor:
@@ -296,14 +301,7 @@ def test_a_beat_that_loses_its_lease_mid_burst_fires_nothing_more(ent, monkeypat
     from jobs.schedules import beat
     from jobs.schedules.lease import STANDBY_POLL_SECONDS
 
-    tenant, key = ent
-    other, other_key = fresh_tenant("schedlease")
-    mine = _create(key, interval_seconds=60)
-    theirs = _create(other_key, interval_seconds=60)
-    _as_if_down_for_an_hour(tenant, mine)
-    _as_if_down_for_an_hour(other, theirs)
-    book = TenantBook()
-    book.load_all()
+    tenant, mine, other, theirs, book = _one_due_in_each_of_two(ent, "schedlease")
     monkeypatch.setattr(beat, "RENEW_SECONDS", 0.0)  # renew before every tenant's entries
     assert book.run_due(time.time(), renew=lambda: False) == STANDBY_POLL_SECONDS
     assert (_runs(tenant, mine), _runs(other, theirs)) == ([], [])
