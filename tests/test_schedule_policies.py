@@ -54,7 +54,7 @@ def _tick(book: TenantBook | None = None, ahead: float = 0.0) -> TenantBook:
     if book is None:
         book = TenantBook()
         book.load_all()
-    book.run_due(time.time() + ahead, renew=lambda: True)
+    book.run_due(time.time() + ahead)
     return book
 
 
@@ -297,12 +297,14 @@ def test_one_occurrence_another_beat_recorded_first_leaves_the_others_to_run(ent
         assert ScheduleRun.objects.filter(schedule_id__in=ids).count() == 3
 
 
-def test_a_beat_that_loses_its_lease_mid_burst_fires_nothing_more(ent, monkeypatch):
+def test_a_tick_past_its_budget_leaves_the_other_tenants_due_entries_for_the_next(ent, monkeypatch):
     from jobs.schedules import beat
-    from jobs.schedules.lease import STANDBY_POLL_SECONDS
 
-    tenant, mine, other, theirs, book = _one_due_in_each_of_two(ent, "schedlease")
-    monkeypatch.setattr(beat, "RENEW_SECONDS", 0.0)  # renew before every tenant's entries
-    assert book.run_due(time.time(), renew=lambda: False) == STANDBY_POLL_SECONDS
-    assert (_runs(tenant, mine), _runs(other, theirs)) == ([], [])
-    assert book.loaded_at == 0.0  # the next holder of the lease reads every entry first
+    tenant, mine, other, theirs, book = _one_due_in_each_of_two(ent, "schedbudget")
+    monkeypatch.setattr(beat, "FIRE_BUDGET_SECONDS", 0.0)  # one tenant's entries a tick
+    assert book.run_due(time.time()) == 0.0  # more is due: come back at once
+    first = (len(_runs(tenant, mine)), len(_runs(other, theirs)))
+    assert sorted(first) == [0, 1]
+    book.run_due(time.time())
+    # Nothing was lost on the way back to the heap: the other tenant's occurrence ran.
+    assert (len(_runs(tenant, mine)), len(_runs(other, theirs))) == (1, 1)
