@@ -71,10 +71,18 @@ def tenant_mark_ready(
 ) -> None:
     """The tenant has jobs for `queue` that may go at `due` (epoch seconds; 0: now). With `pipe`,
     joins the caller's pipeline."""
+    args: list[str | int | float] = [tenant_id, queue, due, WAKE_LIST_MAX - 1]
+    if pipe is not None:
+        # EVAL with the script's text, not a registered script: a pipeline holding one first
+        # asks Redis whether it knows it (SCRIPT EXISTS), a round trip of its own on every
+        # submission's and every beat tenant's announcement. Redis keeps the compiled script by
+        # its hash either way.
+        pipe.eval(_MARK_READY, 6, *_keys(queue), *args)
+        return
     global _script
     if _script is None:
         _script = state_redis().register_script(_MARK_READY)
-    _script(keys=_keys(queue), args=[tenant_id, queue, due, WAKE_LIST_MAX - 1], client=pipe)
+    _script(keys=_keys(queue), args=args)
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,24 @@ def test_a_valid_job_is_written_queued_and_announced_and_sent_once_by_the_dispat
     assert _dispatch(tenant_db.acme).sent == 0  # once
 
 
+def test_a_submissions_announcement_is_one_round_trip_to_redis(tenant_db, monkeypatch, by):
+    # Billing, the reconciler's mark and the dispatcher's wake-up in one pipeline, and nothing
+    # before it: a registered Lua script in a pipeline would first send SCRIPT EXISTS.
+    sent: list[bytes] = []
+    original = redis.connection.Connection.send_packed_command
+
+    def counting(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent.append(b"".join(command) if isinstance(command, list) else command)
+        return original(self, command, check_health)
+
+    with tenant_db.acme:
+        _submit(_add(), by)  # warm: connections made, scripts known
+        monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+        _submit(_add(), by)
+    assert len(sent) == 1, sent
+    assert b"SCRIPT" not in sent[0]
+
+
 def test_the_message_carries_the_active_tenant_in_its_headers(tenant_db, broker, by):
     for tenant in (tenant_db.acme, tenant_db.globex):
         before = broker.snapshot()
