@@ -301,10 +301,134 @@ def test_a_tick_past_its_budget_leaves_the_other_tenants_due_entries_for_the_nex
     from jobs.schedules import beat
 
     tenant, mine, other, theirs, book = _one_due_in_each_of_two(ent, "schedbudget")
-    monkeypatch.setattr(beat, "FIRE_BUDGET_SECONDS", 0.0)  # one tenant's entries a tick
+    monkeypatch.setattr(beat, "FIRE_BUDGET_SECONDS", 0.0)  # one transaction's entries a tick
+    monkeypatch.setattr(beat, "TENANTS_PER_TRANSACTION", 1)
     assert book.run_due(time.time()) == 0.0  # more is due: come back at once
     first = (len(_runs(tenant, mine)), len(_runs(other, theirs)))
     assert sorted(first) == [0, 1]
     book.run_due(time.time())
     # Nothing was lost on the way back to the heap: the other tenant's occurrence ran.
     assert (len(_runs(tenant, mine)), len(_runs(other, theirs))) == (1, 1)
+
+
+def _across(*tenants_dues):
+    from jobs.schedules.occurrences import Due, TenantDues
+
+    return [
+        TenantDues(
+            tenant.pk, tenant.schema_name, [Due(schedule_id, due) for schedule_id, due in dues]
+        )
+        for tenant, dues in tenants_dues
+    ]
+
+
+def test_several_tenants_occurrences_run_in_one_transaction_each_in_its_own_schema(ent):
+    from django.db import connection, transaction
+    from saas_platform.lib.tenant_context import tenant_enter
+
+    from jobs.schedules.occurrences import Result, occurrences_run_across
+    from tests.schemas import schemas_holding
+
+    tenant, key = ent
+    other, other_key = fresh_tenant("schedacross")
+    mine = [_create(key, interval_seconds=60, name=f"s{n}") for n in range(2)]
+    theirs = _create(other_key, interval_seconds=60)
+    batch = _across(
+        (
+            tenant,
+            [(schedule_id, _as_if_down_for_an_hour(tenant, schedule_id)) for schedule_id in mine],
+        ),
+        (other, [(theirs, _as_if_down_for_an_hour(other, theirs))]),
+    )
+    statements: list[str] = []
+
+    def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    tenant_enter(None)  # as in the beat
+    with transaction.atomic():  # a caller's: what the call leaves set shows in it
+        with connection.execute_wrapper(count):
+            results = occurrences_run_across(batch)
+        # The locks of both tenants in one query string, their jobs and records in another
+        # (apart from the savepoint of the caller's transaction and django-tenants' own SET).
+        ours = [sql for sql in statements if "SAVEPOINT" not in sql and "SET search" not in sql]
+        assert len(ours) == 2
+        assert all(sql.startswith("SET LOCAL search_path") for sql in ours)
+        # The search_path is the active schema's again, as django-tenants believes.
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW search_path")
+            assert cursor.fetchone()[0].split(",")[0] == connection.schema_name
+    assert results == {
+        tenant.pk: dict.fromkeys(mine, Result.SUBMITTED),
+        other.pk: {theirs: Result.SUBMITTED},
+    }
+    with tenant:
+        made = list(Job.objects.filter(schedule_id__in=mine).values_list("id", "submitted_by"))
+        assert sorted(by for _, by in made) == sorted(f"schedule:{n}" for n in mine)
+        assert ScheduleRun.objects.filter(schedule_id__in=mine).count() == 2
+    with other:
+        [(their_job,)] = Job.objects.filter(schedule_id=theirs).values_list("id")
+        assert Schedule.objects.get(pk=theirs).last_job_id == their_job
+    holding = schemas_holding("jobs_job", "id", [job for job, _ in made] + [their_job])
+    assert holding == {
+        **{str(job): {tenant.schema_name} for job, _ in made},
+        str(their_job): {other.schema_name},
+    }
+    # Run again: each is done, in either tenant.
+    assert occurrences_run_across(batch) == {
+        tenant.pk: dict.fromkeys(mine, Result.ALREADY_DONE),
+        other.pk: {theirs: Result.ALREADY_DONE},
+    }
+
+
+def test_one_tenants_occurrence_recorded_first_records_none_and_the_beat_runs_the_rest(ent):
+    from django.db import IntegrityError
+
+    from jobs.schedules.occurrences import Result, occurrence_run, occurrences_run_across
+
+    tenant, key = ent
+    other, other_key = fresh_tenant("schedacross")
+    mine = _create(key, interval_seconds=60)
+    theirs = _create(other_key, interval_seconds=60)
+    due = _as_if_down_for_an_hour(tenant, mine)
+    their_due = _as_if_down_for_an_hour(other, theirs)
+    with tenant:
+        assert occurrence_run(schedule_id=mine, due_at=due) == Result.SUBMITTED
+        # This beat's view is stale: the unique (schedule, due_at) key is what stops it.
+        Schedule.objects.filter(pk=mine).update(last_due_at=due - timedelta(60))
+    with pytest.raises(IntegrityError):
+        occurrences_run_across(_across((tenant, [(mine, due)]), (other, [(theirs, their_due)])))
+    assert _runs(other, theirs) == []  # rolled back with the rest
+    # The beat then goes tenant by tenant: the other tenant's occurrence runs, mine once only.
+    book = TenantBook()
+    book.load_all()
+    book.run_due(time.time())
+    assert [run.due_at for run in _runs(other, theirs)] == [their_due]
+    assert [run.due_at for run in _runs(tenant, mine)] == [due]
+
+
+def test_a_tenant_whose_schema_is_gone_mid_tick_stops_no_other_tenant_of_its_transaction(
+    ent, caplog
+):
+    from django.db import connection
+
+    tenant, key = ent
+    doomed, doomed_key = fresh_tenant("schedgone")
+    mine = _create(key, interval_seconds=60)
+    theirs = _create(doomed_key, interval_seconds=60)
+    due = _as_if_down_for_an_hour(tenant, mine)
+    _as_if_down_for_an_hour(doomed, theirs)
+    book = TenantBook()
+    book.load_all()
+    # Its schedules' table goes while the beat holds its entries (the schema is put back after).
+    with connection.cursor() as cursor:
+        cursor.execute(f'ALTER TABLE "{doomed.schema_name}".jobs_schedule RENAME TO gone')
+    try:
+        book.run_due(time.time())
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER TABLE "{doomed.schema_name}".gone RENAME TO jobs_schedule')
+    assert [run.due_at for run in _runs(tenant, mine)] == [due]
+    assert _runs(doomed, theirs) == []
+    assert f"beat skips an occurrence of schedule {theirs} of tenant {doomed.pk}" in caplog.text

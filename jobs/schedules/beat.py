@@ -42,7 +42,14 @@ from saas_platform.lib.tenant_context import UnknownTenant, tenant_enter
 from jobs.models import MissedRuns, Overlap, Schedule
 from jobs.schedules.changes import changed_tenants_pop
 from jobs.schedules.lease import STANDBY_POLL_SECONDS, Lease
-from jobs.schedules.occurrences import Due, Result, buffered_release, occurrences_run
+from jobs.schedules.occurrences import (
+    Due,
+    Result,
+    TenantDues,
+    buffered_release,
+    occurrences_run,
+    occurrences_run_across,
+)
 from jobs.schedules.timing import Timing, TimingError, jitter_offset, latest_until, next_after
 
 logger = logging.getLogger(__name__)
@@ -61,6 +68,9 @@ DATABASE_RETRY = timedelta(seconds=1)
 # enough that an API change still takes effect within the contract's 2 s while the beat works
 # through a burst); what is left waits in the heap for the next tick.
 FIRE_BUDGET_SECONDS = 1.0
+# Tenants whose due occurrences share one transaction (jobs.schedules.occurrences.
+# occurrences_run_across): a tenant's own round trips were most of its cost.
+TENANTS_PER_TRANSACTION = 50
 
 
 @dataclass
@@ -218,11 +228,11 @@ class TenantBook:
     def run_due(self, now_ts: float) -> float:
         """Fire the entries due by `now_ts`; seconds until the next one (or a long wait).
 
-        Every due entry is taken from the heap at once and fired per tenant, a tenant's
-        together (jobs.schedules.occurrences.occurrences_run: one transaction), tenants in the
-        order of their earliest due entry. After FIRE_BUDGET_SECONDS the rest goes back to the
-        heap, for the next tick: a beat behind its entries still renews its lease and applies
-        changes every tick.
+        Every due entry is taken from the heap at once and grouped by tenant, tenants in the
+        order of their earliest due entry; TENANTS_PER_TRANSACTION tenants' entries are fired
+        together (jobs.schedules.occurrences.occurrences_run_across: one transaction). After
+        FIRE_BUDGET_SECONDS the rest goes back to the heap, for the next tick: a beat behind its
+        entries still renews its lease and applies changes every tick.
         """
         taken: dict[int, list[tuple[float, int, int, int]]] = {}
         while self.heap and self.heap[0][0] <= now_ts:
@@ -232,19 +242,71 @@ class TenantBook:
             if entry is None or entry.version != version:
                 continue  # changed or dropped since it was pushed
             taken.setdefault(tenant_id, []).append(item)
-        began, fired = time.monotonic(), False
-        for tenant_id, items in taken.items():
-            if fired and time.monotonic() - began >= FIRE_BUDGET_SECONDS:
-                for item in items:
-                    heapq.heappush(self.heap, item)
+        groups = list(taken.items())
+        began = time.monotonic()
+        for start in range(0, len(groups), TENANTS_PER_TRANSACTION):
+            batch = groups[start : start + TENANTS_PER_TRANSACTION]
+            if start and time.monotonic() - began >= FIRE_BUDGET_SECONDS:
+                for _, items in batch:
+                    for item in items:
+                        heapq.heappush(self.heap, item)
                 continue
-            fired = True
-            # One entry per schedule: a held entry may be in the heap twice.
-            group = {item[2]: self.entries[tenant_id][item[2]] for item in items}
-            self._fire(tenant_id, list(group.values()))
+            self._fire_many([(tenant_id, self._of(tenant_id, items)) for tenant_id, items in batch])
         if not self.heap:
             return 60.0
         return max(0.0, self.heap[0][0] - time.time())
+
+    def _of(self, tenant_id: int, items: list[tuple[float, int, int, int]]) -> list[Entry]:
+        """The entries of a tenant's heap items, one per schedule (a held entry may be in the
+        heap twice)."""
+        return list({item[2]: self.entries[tenant_id][item[2]] for item in items}.values())
+
+    def _fire_many(self, groups: list[tuple[int, list[Entry]]]) -> None:
+        """Several tenants' due entries in one transaction (occurrences_run_across). A tenant
+        with a held occurrence, or a batch that fails, goes tenant by tenant (_fire): a failure
+        there is that tenant's alone."""
+        if len(groups) == 1:
+            self._fire(*groups[0])
+            return
+        now = timezone.now()
+        planned: dict[int, list[tuple[Entry, datetime]]] = {}
+        batch: list[TenantDues] = []
+        for tenant_id, entries in groups:
+            tenant = self.tenants.get(tenant_id)
+            if tenant is None:
+                self.drop_tenant(tenant_id)
+                continue
+            if any(entry.buffered for entry in entries):
+                self._fire(tenant_id, entries)
+                continue
+            mine = [(entry, at) for entry in entries if (at := self._plan(entry, now)) is not None]
+            if mine:
+                planned[tenant_id] = mine
+                dues = [Due(entry.schedule_id, at) for entry, at in mine]
+                batch.append(TenantDues(tenant_id, tenant.schema_name, dues))
+        if not batch:
+            return
+        tenant_enter(None)
+        try:
+            results = occurrences_run_across(batch)
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("beat cannot reach the database: %s", exc)
+            connection.close_if_unusable_or_obsolete()
+            for mine in planned.values():
+                for entry, _ in mine:
+                    self._push(entry, at=now + DATABASE_RETRY)
+            return
+        except Exception as exc:
+            # Another beat recorded one first, or one tenant's schema is gone: nothing was
+            # recorded; tenant by tenant tells which, and runs the others.
+            logger.info("beat runs %d tenants one by one: %s", len(batch), exc)
+            connection.close_if_unusable_or_obsolete()
+            for tenant_id, mine in planned.items():
+                self._fire(tenant_id, [entry for entry, _ in mine])
+            return
+        for tenant_id, mine in planned.items():
+            for entry, latest in mine:
+                self._settled(entry, latest, results[tenant_id][entry.schedule_id])
 
     def _fire(self, tenant_id: int, entries: list[Entry]) -> None:
         tenant = self.tenants.get(tenant_id)
@@ -296,11 +358,13 @@ class TenantBook:
         # The tenant stays active: the next entry is often the same tenant's, and the tick
         # returns to public before anything else runs.
         for entry, latest in planned:
-            result = results[entry.schedule_id]
-            if result == Result.SUBMITTED:
-                self.dispatched += 1
-                _lag_observe(entry, latest)
-            self._advance(entry, latest, result)
+            self._settled(entry, latest, results[entry.schedule_id])
+
+    def _settled(self, entry: Entry, latest: datetime, result: Result) -> None:
+        if result == Result.SUBMITTED:
+            self.dispatched += 1
+            _lag_observe(entry, latest)
+        self._advance(entry, latest, result)
 
     def _plan(self, entry: Entry, now: datetime) -> datetime | None:
         """The due time of the occurrence `entry` runs now, or None when it runs nothing now

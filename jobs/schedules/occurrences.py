@@ -18,7 +18,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
-from saas_platform.lib.db import connection
+from saas_platform.lib.db import connection, schema_search_path_local
 from saas_platform.lib.telemetry import context_line
 
 from jobs.catalogue import JobArgsError, UnknownJobType
@@ -29,6 +29,8 @@ from jobs.services.submission import (
     job_build,
     job_submit,
     jobs_accept,
+    jobs_announce_accepted,
+    jobs_insert_sql,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,44 +95,129 @@ def occurrences_run(dues: list[Due]) -> dict[int, Result]:
     return results
 
 
+_Done = tuple[Due, ScheduleRunOutcome, Job | None, str]
+
+
 def _run_together(dues: list[Due]) -> dict[int, Result]:
     now = timezone.now()
-    results: dict[int, Result] = {}
-    done: list[tuple[Due, ScheduleRunOutcome, Job | None, str]] = []
     with transaction.atomic():
-        locked = _lock([due.schedule_id for due in dues])
-        jobs: list[Job] = []
-        for due in dues:
-            schedule = locked.get(due.schedule_id)
-            if schedule is None:
-                results[due.schedule_id] = Result.GONE
-            elif not schedule.enabled:
-                results[due.schedule_id] = Result.DISABLED
-            elif schedule.last_due_at is not None and schedule.last_due_at >= due.due_at:
-                results[due.schedule_id] = Result.ALREADY_DONE
-            else:
-                outcome, job, error = _decide(schedule, due)
-                if job is not None:
-                    jobs.append(job)
-                done.append((due, outcome, job, error))
+        results, done = _settle(dues, _lock([due.schedule_id for due in dues]))
         if done:
-            jobs_accept(jobs)  # before the occurrences that point at them
+            jobs_accept(_jobs(done))  # before the occurrences that point at them
             _record(done, now)
-    # One line per occurrence, as Celery's beat logs each task it sends.
+    _log(done, connection.schema_name)
+    return results
+
+
+def _settle(dues: list[Due], locked: dict[int, _Locked]) -> tuple[dict[int, Result], list[_Done]]:
+    """What becomes of each occurrence, its schedule locked: the result of those that do
+    nothing, and the outcome (and job, built) of those recorded."""
+    results: dict[int, Result] = {}
+    done: list[_Done] = []
+    for due in dues:
+        schedule = locked.get(due.schedule_id)
+        if schedule is None:
+            results[due.schedule_id] = Result.GONE
+        elif not schedule.enabled:
+            results[due.schedule_id] = Result.DISABLED
+        elif schedule.last_due_at is not None and schedule.last_due_at >= due.due_at:
+            results[due.schedule_id] = Result.ALREADY_DONE
+        else:
+            outcome, job, error = _decide(schedule, due)
+            results[due.schedule_id] = Result(outcome.value)
+            done.append((due, outcome, job, error))
+    return results, done
+
+
+def _jobs(done: list[_Done]) -> list[Job]:
+    return [job for _, _, job, _ in done if job is not None]
+
+
+def _log(done: list[_Done], schema: str) -> None:
+    """One line per occurrence, as Celery's beat logs each task it sends."""
     for due, outcome, job, error in done:
-        results[due.schedule_id] = Result(outcome.value)
-        with context_line(schedule=due.schedule_id):
+        with context_line(tenant=schema, schedule=due.schedule_id):
             if error:
                 logger.warning(
                     "schedule %s of tenant %s: occurrence %s not submitted: %s",
-                    due.schedule_id, connection.schema_name, due.due_at.isoformat(), error,
+                    due.schedule_id, schema, due.due_at.isoformat(), error,
                 )  # fmt: skip
             logger.info(
                 "schedule %s of tenant %s: occurrence %s %s%s",
-                due.schedule_id, connection.schema_name, due.due_at.isoformat(), outcome.value,
+                due.schedule_id, schema, due.due_at.isoformat(), outcome.value,
                 f" as job {job.id}" if job is not None else "",
             )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TenantDues:
+    """A tenant's occurrences to run, for occurrences_run_across."""
+
+    tenant_id: int
+    schema_name: str
+    dues: list[Due]
+
+
+def occurrences_run_across(batch: list[TenantDues]) -> dict[int, dict[int, Result]]:
+    """occurrences_run for several tenants at once, whichever is active: the results by tenant
+    id, then by schedule id.
+
+    One transaction and three round trips for all of them (the tenants' locks in one query
+    string, each statement behind its tenant's SET LOCAL search_path; then every tenant's jobs
+    and records; then the commit) and one Redis round trip announcing every job: at 1,000
+    tenants with an every-second schedule each, the beat's cost was a tenant's round trips
+    (six to PostgreSQL, one to Redis), not its occurrences.
+
+    Raises whatever fails, and then nothing is recorded: a tenant's schema gone, or another beat
+    that recorded one of these first (IntegrityError). The caller runs each tenant on its own
+    then (occurrences_run), which tells which tenant it was and what became of the others.
+    Locks are taken in (tenant, schedule id) order, so two beats never deadlock.
+    """
+    batch = sorted(batch, key=lambda item: item.tenant_id)
+    now = timezone.now()
+    results: dict[int, dict[int, Result]] = {}
+    done: dict[int, list[_Done]] = {}
+    with transaction.atomic(), connection.cursor() as cursor:
+        sql, params = "", []
+        for item in batch:
+            sql += schema_search_path_local(item.schema_name) + _LOCK.format(**_tables()) + ";"
+            params += _lock_params([due.schedule_id for due in item.dues])
+        cursor.execute(sql + _active_again(), params)
+        for item in batch:
+            locked = _locked(_next_rows(cursor))
+            results[item.tenant_id], done[item.tenant_id] = _settle(item.dues, locked)
+        sql, params = "", []
+        for item in batch:
+            if not done[item.tenant_id]:
+                continue
+            sql += schema_search_path_local(item.schema_name)
+            jobs = _jobs(done[item.tenant_id])
+            if jobs:  # before the occurrences that point at them
+                insert, values = jobs_insert_sql(jobs)
+                sql, params = sql + insert + "; ", params + values
+            sql += _RECORD.format(**_tables()) + "; "
+            params += _record_params(done[item.tenant_id], now)
+        if sql:
+            cursor.execute(sql + _active_again(), params)
+            jobs_announce_accepted({tid: _jobs(items) for tid, items in done.items()})
+    for item in batch:
+        _log(done[item.tenant_id], item.schema_name)
     return results
+
+
+def _active_again() -> str:
+    # django-tenants believes the session's search_path is the active schema's: make it so.
+    return schema_search_path_local(connection.schema_name)
+
+
+def _next_rows(cursor: Any) -> list[tuple[Any, ...]]:
+    """The rows of the next statement of a query string that returns any (past the SETs)."""
+    while cursor.description is None:
+        if not cursor.nextset():
+            raise RuntimeError("fewer results than statements")
+    rows = list(cursor.fetchall())
+    cursor.nextset()
+    return rows
 
 
 # The beat runs these two statements for every tenant with an occurrence due, once a second for
@@ -202,8 +289,15 @@ def _lock(ids: list[int]) -> dict[int, _Locked]:
     """The schedules `ids` that still exist, locked (in id order: two beats at the lease's edge
     lock alike and never deadlock)."""
     with connection.cursor() as cursor:
-        cursor.execute(_LOCK.format(**_tables()), [list(FINAL_STATUSES), ids])
-        rows = cursor.fetchall()
+        cursor.execute(_LOCK.format(**_tables()), _lock_params(ids))
+        return _locked(cursor.fetchall())
+
+
+def _lock_params(ids: list[int]) -> list[Any]:
+    return [list(FINAL_STATUSES), ids]
+
+
+def _locked(rows: list[tuple[Any, ...]]) -> dict[int, _Locked]:
     # jsonb comes back as text: Django leaves decoding to JSONField, which a raw cursor skips.
     return {
         row[0]: _Locked(row[0], row[1], json.loads(row[2]), row[3], row[4], row[5], row[6])
@@ -211,21 +305,22 @@ def _lock(ids: list[int]) -> dict[int, _Locked]:
     }
 
 
-def _record(done: list[tuple[Due, ScheduleRunOutcome, Job | None, str]], now: datetime) -> None:
+def _record(done: list[_Done], now: datetime) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(
-            _RECORD.format(**_tables()),
-            [
-                [due.schedule_id for due, _, _, _ in done],
-                [due.due_at for due, _, _, _ in done],
-                [outcome.value for _, outcome, _, _ in done],
-                [job.id if job is not None else None for _, _, job, _ in done],
-                [error for _, _, _, error in done],
-                now,
-                now,
-                now,
-            ],
-        )
+        cursor.execute(_RECORD.format(**_tables()), _record_params(done, now))
+
+
+def _record_params(done: list[_Done], now: datetime) -> list[Any]:
+    return [
+        [due.schedule_id for due, _, _, _ in done],
+        [due.due_at for due, _, _, _ in done],
+        [outcome.value for _, outcome, _, _ in done],
+        [job.id if job is not None else None for _, _, job, _ in done],
+        [error for _, _, _, error in done],
+        now,
+        now,
+        now,
+    ]
 
 
 def _decide(schedule: _Locked, due: Due) -> tuple[ScheduleRunOutcome, Job | None, str]:

@@ -209,3 +209,18 @@ def _rows_once(
     if paths is not None:
         wrapper.search_path_set_schemas = paths
     return rows
+
+
+def schema_search_path_local(schema_name: str) -> str:
+    """`SET LOCAL search_path` to what django-tenants sets for the schema `schema_name` (a
+    tenant's: with public and the extra paths; public's: public and the extra paths), to put
+    ahead of statements that run in that tenant inside a transaction of several tenants (the
+    beat's occurrences). It lasts until the query string sets another or the transaction ends;
+    django-tenants' record of the session's setting is untouched, so such a query string ends by
+    setting the active schema's path again."""
+    from django_tenants.utils import get_public_schema_name, quote_schema_name
+
+    public = get_public_schema_name()
+    extra = getattr(settings, "PG_EXTRA_SEARCH_PATHS", [])  # as django-tenants reads it
+    paths = [schema_name, *extra] if schema_name == public else [schema_name, public, *extra]
+    return "SET LOCAL search_path = " + ",".join(quote_schema_name(s) for s in paths) + "; "
