@@ -9,6 +9,7 @@ every database it created and deletes every Redis key under its prefix `bench<pi
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -441,6 +442,24 @@ class StatementCounter:
     def __call__(self, execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         self.count += 1
         return execute(sql, params, many, context)
+
+
+@contextlib.contextmanager
+def statements_counted_everywhere(counter: StatementCounter) -> Iterator[None]:
+    """`counter` as an execute wrapper of every connection of every thread for the block (the
+    beat fires occurrences in threads of its own, each on its own connection)."""
+    from django.db.backends.utils import CursorWrapper
+
+    original = CursorWrapper._execute_with_wrappers
+
+    def counted(self, sql, params, many, executor):  # type: ignore[no-untyped-def]
+        return original(self, sql, params, many, functools.partial(counter, executor))
+
+    CursorWrapper._execute_with_wrappers = counted  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        CursorWrapper._execute_with_wrappers = original  # type: ignore[method-assign]
 
 
 def wait_until(

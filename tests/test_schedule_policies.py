@@ -432,3 +432,27 @@ def test_a_tenant_whose_schema_is_gone_mid_tick_stops_no_other_tenant_of_its_tra
     assert [run.due_at for run in _runs(tenant, mine)] == [due]
     assert _runs(doomed, theirs) == []
     assert f"beat skips an occurrence of schedule {theirs} of tenant {doomed.pk}" in caplog.text
+
+
+def test_a_book_outside_the_beat_leaves_no_connection_open_in_its_firing_threads(ent):
+    import threading
+
+    from django.db import connection
+
+    from jobs.schedules import beat
+
+    tenant, mine, other, theirs, book = _one_due_in_each_of_two(ent, "schedthreads")
+    book.run_due(time.time())
+    assert (len(_runs(tenant, mine)), len(_runs(other, theirs))) == (1, 1)  # in the threads
+    # Ask each thread (one task each: they wait for one another) whether it holds one.
+    barrier = threading.Barrier(beat.FIRING_THREADS)
+
+    def holds_one() -> bool:
+        held = connection.connection is not None
+        barrier.wait(timeout=30)
+        return held
+
+    pool = book._pool()
+    futures = [pool.submit(holds_one) for _ in range(beat.FIRING_THREADS)]
+    assert [future.result() for future in futures] == [False] * beat.FIRING_THREADS
+    book.close()

@@ -26,7 +26,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,6 +74,21 @@ FIRE_BUDGET_SECONDS = 1.0
 # Tenants whose due occurrences share one transaction (jobs.schedules.occurrences.
 # occurrences_run_across): a tenant's own round trips were most of its cost.
 TENANTS_PER_TRANSACTION = 50
+# Such transactions run in threads of their own, each on its own connection, this many at once:
+# one's statements run in PostgreSQL while another's jobs are built here (1.5x the occurrences
+# a second of one thread, measured with 200 tenants of one occurrence each: 520-630 ms a round
+# against 750-1,140).
+FIRING_THREADS = 2
+
+
+def _run_across(batch: list[TenantDues]) -> dict[int, dict[int, Result]]:
+    """occurrences_run_across in a thread of the pool, on that thread's own connection."""
+    tenant_enter(None)
+    try:
+        return occurrences_run_across(batch)
+    except Exception:
+        connection.close_if_unusable_or_obsolete()
+        raise
 
 
 @dataclass
@@ -85,6 +103,13 @@ class Entry:
     next_due: datetime
     version: int
     buffered: bool = False
+
+
+@dataclass
+class _Prepared:
+    now: datetime
+    planned: dict[int, list[tuple[Entry, datetime]]]
+    batch: list[TenantDues]
 
 
 _COLUMNS = (
@@ -116,7 +141,11 @@ def _lag_observe(entry: Entry, due: datetime) -> None:
 class TenantBook:
     """Every tenant's entries and the heap of their fire times (lazy deletion by version)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_connections: bool = False) -> None:
+        """`keep_connections`: the firing threads keep their database connections from one tick
+        to the next (the beat process, which closes them with close()); otherwise they close
+        them at the end of every tick that used them (a book in a test or a shell, whose
+        database may be dropped while the book lives)."""
         self.entries: dict[int, dict[int, Entry]] = {}
         self.tenants: dict[int, Any] = {}  # active tenant rows by id
         self.heap: list[tuple[float, int, int, int]] = []
@@ -124,6 +153,8 @@ class TenantBook:
         self.tenants_read_at = 0.0
         self.loaded_at = 0.0
         self.dispatched = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._keep_connections = keep_connections
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -230,9 +261,11 @@ class TenantBook:
 
         Every due entry is taken from the heap at once and grouped by tenant, tenants in the
         order of their earliest due entry; TENANTS_PER_TRANSACTION tenants' entries are fired
-        together (jobs.schedules.occurrences.occurrences_run_across: one transaction). After
-        FIRE_BUDGET_SECONDS the rest goes back to the heap, for the next tick: a beat behind its
-        entries still renews its lease and applies changes every tick.
+        together (jobs.schedules.occurrences.occurrences_run_across: one transaction), in
+        FIRING_THREADS threads; the heap and the entries are this thread's alone (each
+        transaction's results come back here). After FIRE_BUDGET_SECONDS the rest goes back to
+        the heap, for the next tick: a beat behind its entries still renews its lease and
+        applies changes every tick.
         """
         taken: dict[int, list[tuple[float, int, int, int]]] = {}
         while self.heap and self.heap[0][0] <= now_ts:
@@ -244,6 +277,8 @@ class TenantBook:
             taken.setdefault(tenant_id, []).append(item)
         groups = list(taken.items())
         began = time.monotonic()
+        running: deque[tuple[_Prepared, Future[dict[int, dict[int, Result]]]]] = deque()
+        threaded = False
         for start in range(0, len(groups), TENANTS_PER_TRANSACTION):
             batch = groups[start : start + TENANTS_PER_TRANSACTION]
             if start and time.monotonic() - began >= FIRE_BUDGET_SECONDS:
@@ -251,7 +286,20 @@ class TenantBook:
                     for item in items:
                         heapq.heappush(self.heap, item)
                 continue
-            self._fire_many([(tenant_id, self._of(tenant_id, items)) for tenant_id, items in batch])
+            tenants = [(tenant_id, self._of(tenant_id, items)) for tenant_id, items in batch]
+            if len(tenants) == 1:
+                self._fire(*tenants[0])  # in this thread, as a tenant alone always is
+                continue
+            prepared = self._prepare(tenants)
+            if prepared is not None:
+                threaded = True
+                running.append((prepared, self._pool().submit(_run_across, prepared.batch)))
+            while len(running) >= FIRING_THREADS:
+                self._finish(*running.popleft())
+        while running:
+            self._finish(*running.popleft())
+        if threaded and not self._keep_connections:
+            self.connections_close()
         if not self.heap:
             return 60.0
         return max(0.0, self.heap[0][0] - time.time())
@@ -261,13 +309,35 @@ class TenantBook:
         heap twice)."""
         return list({item[2]: self.entries[tenant_id][item[2]] for item in items}.values())
 
-    def _fire_many(self, groups: list[tuple[int, list[Entry]]]) -> None:
-        """Several tenants' due entries in one transaction (occurrences_run_across). A tenant
-        with a held occurrence, or a batch that fails, goes tenant by tenant (_fire): a failure
-        there is that tenant's alone."""
-        if len(groups) == 1:
-            self._fire(*groups[0])
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=FIRING_THREADS, thread_name_prefix="beat-fire"
+            )
+        return self._executor
+
+    def connections_close(self) -> None:
+        """Close the firing threads' database connections (each thread its own)."""
+        if self._executor is None:
             return
+        # One task per thread: each waits at the barrier until all have closed theirs, so no
+        # thread takes two.
+        barrier = threading.Barrier(FIRING_THREADS)
+
+        def close() -> None:
+            connection.close()
+            barrier.wait(timeout=30)
+
+        for future in [self._executor.submit(close) for _ in range(FIRING_THREADS)]:
+            future.result()
+
+    def close(self) -> None:
+        self.connections_close()
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
+
+    def _prepare(self, groups: list[tuple[int, list[Entry]]]) -> _Prepared | None:
         now = timezone.now()
         planned: dict[int, list[tuple[Entry, datetime]]] = {}
         batch: list[TenantDues] = []
@@ -284,27 +354,25 @@ class TenantBook:
                 planned[tenant_id] = mine
                 dues = [Due(entry.schedule_id, at) for entry, at in mine]
                 batch.append(TenantDues(tenant_id, tenant.schema_name, dues))
-        if not batch:
-            return
-        tenant_enter(None)
+        return _Prepared(now, planned, batch) if batch else None
+
+    def _finish(self, prepared: _Prepared, future: Future[dict[int, dict[int, Result]]]) -> None:
         try:
-            results = occurrences_run_across(batch)
+            results = future.result()
         except (OperationalError, InterfaceError) as exc:
             logger.warning("beat cannot reach the database: %s", exc)
-            connection.close_if_unusable_or_obsolete()
-            for mine in planned.values():
+            for mine in prepared.planned.values():
                 for entry, _ in mine:
-                    self._push(entry, at=now + DATABASE_RETRY)
+                    self._push(entry, at=prepared.now + DATABASE_RETRY)
             return
         except Exception as exc:
             # Another beat recorded one first, or one tenant's schema is gone: nothing was
             # recorded; tenant by tenant tells which, and runs the others.
-            logger.info("beat runs %d tenants one by one: %s", len(batch), exc)
-            connection.close_if_unusable_or_obsolete()
-            for tenant_id, mine in planned.items():
+            logger.info("beat runs %d tenants one by one: %s", len(prepared.batch), exc)
+            for tenant_id, mine in prepared.planned.items():
                 self._fire(tenant_id, [entry for entry, _ in mine])
             return
-        for tenant_id, mine in planned.items():
+        for tenant_id, mine in prepared.planned.items():
             for entry, latest in mine:
                 self._settled(entry, latest, results[tenant_id][entry.schedule_id])
 
@@ -431,7 +499,7 @@ class TenantBeatScheduler(DatabaseScheduler):  # type: ignore[misc]  # untyped p
     """django-celery-beat's scheduler for the platform's entries, plus every tenant's."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.book = TenantBook()
+        self.book = TenantBook(keep_connections=True)
         self.lease = Lease()
         super().__init__(*args, **kwargs)
 
@@ -453,5 +521,6 @@ class TenantBeatScheduler(DatabaseScheduler):  # type: ignore[misc]  # untyped p
         return min(platform_wait, tenant_wait, CHANGE_POLL_SECONDS)
 
     def close(self) -> None:
+        self.book.close()
         self.lease.release()
         super().close()
