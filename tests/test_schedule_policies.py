@@ -14,7 +14,7 @@ from django_celery_beat.models import PeriodicTask
 from jobs.models import Job, JobStatus, Schedule, ScheduleRun, ScheduleRunOutcome
 from jobs.schedules.beat import TenantBook
 from tests.api_client import call
-from tests.schedule_helpers import fresh_tenant, schedule_create_via_api
+from tests.schedule_helpers import fresh_tenant, schedule_create_via_api, tenant_on_plan
 
 
 @pytest.fixture
@@ -456,3 +456,25 @@ def test_a_book_outside_the_beat_leaves_no_connection_open_in_its_firing_threads
     futures = [pool.submit(holds_one) for _ in range(beat.FIRING_THREADS)]
     assert [future.result() for future in futures] == [False] * beat.FIRING_THREADS
     book.close()
+
+
+def test_a_tenant_whose_schedules_changed_goes_first_in_a_tick_behind_its_occurrences(
+    ent, monkeypatch
+):
+    from jobs.schedules import beat
+
+    tenant, mine, other, theirs, book = _one_due_in_each_of_two(ent, "schedchanged")
+    assert tenant.pk < other.pk  # without the change, mine would go first (same due time)
+    monkeypatch.setattr(beat, "FIRE_BUDGET_SECONDS", 0.0)  # one transaction's entries a tick
+    monkeypatch.setattr(beat, "TENANTS_PER_TRANSACTION", 1)
+    book.refresh()  # what the setup announced
+    book.changed.clear()
+    # A change through the API: a one-off due now for the other tenant, announced to the beat.
+    _, other_key = tenant_on_plan(other.schema_name)
+    _create(other_key, run_at=timezone.now().isoformat(), name="now")
+    book.refresh()
+    assert book.changed == {other.pk}
+    book.run_due(time.time())
+    assert (len(_runs(tenant, mine)), len(_runs(other, theirs))) == (0, 1)
+    book.run_due(time.time())
+    assert (len(_runs(tenant, mine)), len(_runs(other, theirs))) == (1, 1)
