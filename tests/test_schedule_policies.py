@@ -478,3 +478,21 @@ def test_a_tenant_whose_schedules_changed_goes_first_in_a_tick_behind_its_occurr
     assert (len(_runs(tenant, mine)), len(_runs(other, theirs))) == (0, 1)
     book.run_due(time.time())
     assert (len(_runs(tenant, mine)), len(_runs(other, theirs))) == (1, 1)
+
+
+def test_an_entry_that_cannot_be_planned_is_skipped_and_the_rest_of_its_transaction_runs(
+    ent, monkeypatch, caplog
+):
+    tenant, mine, other, theirs, book = _one_due_in_each_of_two(ent, "schedunplanned")
+    planned = book._plan
+
+    def plan(entry, now):  # type: ignore[no-untyped-def]
+        if entry.schedule_id == theirs and entry.tenant_id == other.pk:
+            raise ValueError("an unreadable timing")
+        return planned(entry, now)
+
+    monkeypatch.setattr(book, "_plan", plan)
+    book.run_due(time.time())  # raises nothing
+    assert len(_runs(tenant, mine)) == 1
+    assert _runs(other, theirs) == []
+    assert f"beat skips an occurrence of schedule {theirs} of tenant {other.pk}" in caplog.text

@@ -356,7 +356,12 @@ class TenantBook:
             if any(entry.buffered for entry in entries):
                 self._fire(tenant_id, entries)
                 continue
-            mine = [(entry, at) for entry in entries if (at := self._plan(entry, now)) is not None]
+            try:
+                mine = [(e, at) for e in entries if (at := self._plan(e, now)) is not None]
+            except Exception:
+                # _fire plans them again, and logs and skips what cannot be planned.
+                self._fire(tenant_id, entries)
+                continue
             if mine:
                 planned[tenant_id] = mine
                 dues = [Due(entry.schedule_id, at) for entry, at in mine]
