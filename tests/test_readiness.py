@@ -86,6 +86,8 @@ def test_with_postgres_down_readyz_is_503_healthz_200_and_sentry_gets_no_secrets
         raw = sink.raw_bytes()
 
     assert all(event["level"] == "error" for event in events)
+    # The web keeps the Django integration (workers drop it: saas_platform.observability.sentry).
+    assert all("django" in event["sdk"]["integrations"] for event in events)
     # The request's key and body stay out of every envelope the web process sent.
     assert stack.key.encode() not in raw
     assert secret.encode() not in raw

@@ -68,6 +68,10 @@ def test_a_job_failing_for_good_is_one_event_tagged_with_its_tenant_and_type(ten
     assert tags["job_id"] == str(job.id)
     assert tags["attempt"] == "3"
     assert (event["environment"], event["release"]) == ("ci", "jobs@test")
+    # Reported by our task_failure hook, not by the SDK's Celery integration, and the worker runs
+    # without Django's either: their per-task cost (saas_platform.observability.sentry).
+    assert event["exception"]["values"][0]["mechanism"]["type"] == "celery"
+    assert not {"celery", "django"} & set(event["sdk"]["integrations"])
     # One issue per tenant and job type, however many jobs fail.
     assert event["fingerprint"] == ["job-failed", "acme", "demo.fail"]
     # The retries are breadcrumbs of the event that counts.
