@@ -129,7 +129,8 @@ def main() -> None:
         for n in range(args.rounds):
             for mode in MODES if n % 2 == 0 else MODES[::-1]:
                 cpu[mode].append(_round(mode, args.jobs, servers, sink.dsn))
-                print(f"round {n + 1}/{args.rounds} {mode:3} {cpu[mode][-1]:.3f} ms/job", flush=True)
+                figure = cpu[mode][-1]
+                print(f"round {n + 1}/{args.rounds} {mode:3} {figure:.3f} ms/job", flush=True)
         events = len(sink.events())
     off, on = median(cpu["off"]), median(cpu["on"])
     rows = [
