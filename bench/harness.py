@@ -148,12 +148,15 @@ def _start_postgres_logging_statements(stack: contextlib.ExitStack, data_dir: Pa
 
 
 @contextlib.contextmanager
-def bench_environment(*, private_postgres: bool = False) -> Iterator[BenchEnv]:
+def bench_environment(
+    *, private_postgres: bool = False, overrides: dict[str, str] | None = None
+) -> Iterator[BenchEnv]:
     """Servers, the product database (migrated), Django set up; everything removed afterwards.
 
     `private_postgres`: always start an embedded PostgreSQL that logs every statement, even
     when DATABASE_URL is set (for statement counts; see bench.queries). Its log is
-    `env.postgres_log`.
+    `env.postgres_log`. `overrides`: environment this process's Django starts with, on top of
+    the product's (another settings module, LOG_FORMAT).
     """
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="saas-bench-"))
@@ -172,6 +175,7 @@ def bench_environment(*, private_postgres: bool = False) -> Iterator[BenchEnv]:
         env.database_create(env.product_database)
         # Settings read the environment once, at import: set it before Django starts.
         os.environ.update(env.product_environment())
+        os.environ.update(overrides or {})
         import django
 
         django.setup()

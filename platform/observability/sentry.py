@@ -102,6 +102,9 @@ def sentry_init(
     # Celery logs a task that raised at ERROR; task_failure_capture reports it, with its traceback.
     ignore_logger("celery.app.trace")
     ignore_logger("celery.worker.job")
+    # A worker's main process logs each message it receives: as breadcrumbs these pile up in a
+    # process that runs no task and almost never sends an event, at a cost on every job.
+    ignore_logger("celery.worker.strategy")
 
 
 # The task this process is running (set at task_prerun, which only the process that runs a task
