@@ -6,6 +6,10 @@
    this run writes starts with `test<pid>:` and is deleted at the end.
 3. Production-like settings: DEBUG off, a throwaway SECRET_KEY, static files collected (by the
    `static_files` fixture) into a STATIC_ROOT of this run's own, as the image build does.
+4. Two test processes (pytest-xdist, `-n 2` in pyproject): most of the suite's time is spent
+   waiting on worker processes, timeouts and outages, not on CPU. The controller loads this
+   module first, so its runners inherit its servers (embedded or named) and, each with a pid of
+   its own, get their own database, keys, static files and metrics directory.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas_platform.settings")
 # Always our own: collectstatic must never write into a STATIC_ROOT the caller's shell names.
 os.environ["STATIC_ROOT"] = tempfile.mkdtemp(prefix="saas-test-static-")
 atexit.register(shutil.rmtree, os.environ["STATIC_ROOT"], ignore_errors=True)
+# Ours too, not one inherited: pytest-xdist's runners inherit the controller's environment, and
+# in a shared directory each would count the other's workers' jobs (tests/test_observability.py).
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="saas-test-metrics-")
+atexit.register(shutil.rmtree, os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
     from saas_platform.lib import embedded
