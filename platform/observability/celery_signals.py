@@ -20,13 +20,18 @@ from celery.signals import (
 )
 from django.conf import settings
 from saas_platform.lib.telemetry import context_bind, context_clear
-from saas_platform.observability import sentry
+
+# saas_platform.observability.sentry is imported only with SENTRY_DSN set: it loads the SDK's
+# Django and Celery integration modules, a tenth of a second at start-up of every process that
+# loads the Celery app.
 
 
 @task_prerun.connect
 def _task_context(task_id: str | None = None, task: Any = None, **_: Any) -> None:
     context_clear()
     if settings.SENTRY_DSN:
+        from saas_platform.observability import sentry
+
         sentry.task_scope_fresh(task_id)
     if task is not None:
         context_bind(task=task.name, task_id=task_id)
@@ -41,6 +46,8 @@ def _task_failed(
     **_: Any,
 ) -> None:
     if settings.SENTRY_DSN and exception is not None:
+        from saas_platform.observability import sentry
+
         sentry.task_failure_capture(sender, task_id, exception, traceback)
 
 
@@ -48,6 +55,8 @@ def sentry_for_workers() -> None:
     """The SDK as a worker or beat process runs it: initialised again, without the web's
     integration (the settings, loaded first, initialised it as for a web process)."""
     if settings.SENTRY_DSN:
+        from saas_platform.observability import sentry
+
         sentry.sentry_init(
             dsn=settings.SENTRY_DSN,
             environment=settings.SENTRY_ENVIRONMENT or None,
@@ -60,6 +69,8 @@ def sentry_for_workers() -> None:
 @worker_shutdown.connect
 def _sentry_flush(**_: Any) -> None:
     if settings.SENTRY_DSN:
+        from saas_platform.observability import sentry
+
         sentry.sentry_flush()
 
 

@@ -3,8 +3,8 @@
 - Every event from web and workers carries the tags of saas_platform.lib.telemetry (tenant,
   job_type, job_id, attempt, schedule; request_id on the web), plus release and environment.
 - A job's retries are not events: the runner acknowledges a retried attempt with Celery's Ignore,
-  which is no task failure, and its log line is a breadcrumb. The attempt
-  that fails for good raises, and the runner adds the earlier attempts as breadcrumbs.
+  which is no task failure, and its log line is a breadcrumb. The attempt that fails for good
+  raises, and the runner adds the earlier attempts as breadcrumbs.
 - Those final failures are fingerprinted per tenant and job type, so one tenant's broken
   integration is one issue however many jobs fail, and not merged with another tenant's.
 - Workers and beats do not use the SDK's Celery and Django integrations: together they cost a
@@ -19,9 +19,8 @@
   the Django integration, for the request on every event.
 - Everything goes through saas_platform.observability.scrub on the way out, breadcrumbs included.
   Breadcrumbs are scrubbed there, when an event carries them, not as each is recorded: a task
-  records several (its log lines) and almost never sends an event, and
-  scrubbing each as it came cost more than the rest of the observability together
-  (bench.observability_overhead).
+  records several (its log lines) and almost never sends an event, and scrubbing each as it
+  came cost more than the rest of the observability together (bench.observability_overhead).
 """
 
 from __future__ import annotations
@@ -101,7 +100,6 @@ def sentry_init(
     ignore_logger("celery.worker.request")
     # Celery logs a task that raised at ERROR; task_failure_capture reports it, with its traceback.
     ignore_logger("celery.app.trace")
-    ignore_logger("celery.worker.job")
     # A worker's main process logs each message it receives: as breadcrumbs these pile up in a
     # process that runs no task and almost never sends an event, at a cost on every job.
     ignore_logger("celery.worker.strategy")
