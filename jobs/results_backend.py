@@ -24,7 +24,7 @@ from jobs.catalogue import catalogue
 from jobs.models import AttemptOutcome
 from jobs.observed import job_checkin_ended_outside_task
 from jobs.services.dispatch import inflight_key
-from jobs.services.transitions import job_record_ended_outside_task, job_succeed_with_result
+from jobs.services.transitions import JobSuccess, job_record_ended_outside_task, job_succeed
 from jobs.services.workflows import WORKFLOW_STEP_ATTRIBUTE, workflow_step_succeed
 
 
@@ -68,6 +68,10 @@ def _error_text(result: Any) -> str:
 
 
 logger = logging.getLogger(__name__)
+
+# The result row's columns that django-celery-results takes from the request (its
+# _get_extended_properties), besides the encodings and meta computed here.
+_RESULT_ROW_EXTENDED = ("periodic_task_name", "task_name", "task_args", "task_kwargs", "worker")
 
 
 def _free_slot(task_id: str) -> None:
@@ -117,23 +121,22 @@ class JobResultsBackend(TenantDatabaseBackend):
         }
         _, _, encoded_meta = self.encode_content(meta)
 
-        def record() -> bool:
-            return job_succeed_with_result(
-                job_id=str(request.args[0]),
-                task_id=task_id,
-                encoded_result=encoded,
-                content_type=content_type,
-                content_encoding=content_encoding,
-                encoded_meta=encoded_meta,
-                extended=self._get_extended_properties(request, None),
-            )
-
+        extended = self._get_extended_properties(request, None)
+        success = JobSuccess(
+            job_id=str(request.args[0]),
+            task_id=task_id,
+            encoded_result=encoded,
+            result_row={
+                "content_type": content_type,
+                "content_encoding": content_encoding,
+                "meta": encoded_meta,
+                **{name: extended[name] for name in _RESULT_ROW_EXTENDED},
+            },
+        )
         step = getattr(request, WORKFLOW_STEP_ATTRIBUTE, None)
         if step is None:
-            record()
+            job_succeed(success)
         else:
-            # A workflow's step: its success and the next step's job in one transaction.
-            workflow_step_succeed(
-                workflow_id=step[0], position=step[1], record_success=record, result=result
-            )
+            # A workflow's step: its success and the next step's job in one statement.
+            workflow_step_succeed(step=step, success=success, result=result)
         return encoded

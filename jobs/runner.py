@@ -43,16 +43,18 @@ from jobs.observed import (
 from jobs.services.dispatch import inflight_key
 from jobs.services.transitions import (
     ClaimedJob,
+    JobSuccess,
     job_cancel_instead_of_retry,
     job_cancelled_while_running,
     job_claim,
     job_fail,
     job_report_progress,
     job_requeue_for_retry,
-    job_succeed_without_result_row,
+    job_succeed,
 )
 from jobs.services.workflows import (
     WORKFLOW_STEP_ATTRIBUTE,
+    StepInFlight,
     workflow_step_retry_or_stop,
     workflow_step_succeed,
 )
@@ -127,10 +129,11 @@ def job_run_attempt(task: Task, job_id: str) -> Any:  # type: ignore[type-arg]
         raise task.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=None) from exc
     if claimed is None:
         raise Ignore()
-    if claimed.workflow_id is not None:
+    if claimed.workflow_id is not None and claimed.position is not None:
         # Read by whoever records the success (the results backend, or _record_own_success):
-        # the next step is made in the same transaction.
-        setattr(task.request, WORKFLOW_STEP_ATTRIBUTE, (str(claimed.workflow_id), claimed.position))
+        # the next step is made in the same statement.
+        step = StepInFlight(str(claimed.workflow_id), claimed.position, claimed.next_step)
+        setattr(task.request, WORKFLOW_STEP_ATTRIBUTE, step)
     tenant_slug = connection.schema_name  # a tenant's schema is named after its slug
     attempt_begun(claimed, job_id=job_id, tenant_slug=tenant_slug)
     if claimed.attempts > claimed.max_attempts:
@@ -272,20 +275,12 @@ def _requeue_for_retry(
 def _record_own_success(task: Task, job_id: str, task_id: str, result: Any) -> None:  # type: ignore[type-arg]
     """A job type with ignore_result: Celery does not call the results backend on success, so
     the runner records it, on the Job row only (no django-celery-results row)."""
-    encoded = json_dumps(result)
-
-    def record() -> bool:
-        return job_succeed_without_result_row(
-            job_id=job_id, task_id=task_id, encoded_result=encoded
-        )
-
+    success = JobSuccess(job_id=job_id, task_id=task_id, encoded_result=json_dumps(result))
     step = getattr(task.request, WORKFLOW_STEP_ATTRIBUTE, None)
     if step is None:
-        record()
+        job_succeed(success)
     else:
-        workflow_step_succeed(
-            workflow_id=step[0], position=step[1], record_success=record, result=result
-        )
+        workflow_step_succeed(step=step, success=success, result=result)
 
 
 def _announce_retry(tenant_id: int, queue: str, due: float) -> None:

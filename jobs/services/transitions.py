@@ -57,6 +57,17 @@ class ClaimedJob:
     schedule_id: int | None = None
     # The schedule's Sentry Crons monitor, if it has one (jobs.schedules.monitors).
     monitor_slug: str | None = None
+    # A workflow's step that has a step after it: that step as submitted (its type, its
+    # arguments without `input`) and the workflow's submitter, so that the success can make its
+    # job in the same statement (jobs.services.workflows).
+    next_step: NextStep | None = None
+
+
+@dataclass(frozen=True)
+class NextStep:
+    type: str
+    args: dict[str, Any]
+    submitted_by: str
 
 
 # One round trip: claim the job for this attempt, record the attempt, and read what is needed to
@@ -98,7 +109,12 @@ WITH claimed AS (
 )
 SELECT type, args, attempts, max_attempts, workflow_id, position,
        EXTRACT(EPOCH FROM started_at - queued_at), schedule_id,
-       (SELECT NULLIF(s.monitor_slug, '') FROM jobs_schedule AS s WHERE s.id = claimed.schedule_id)
+       (SELECT NULLIF(s.monitor_slug, '') FROM jobs_schedule AS s WHERE s.id = claimed.schedule_id),
+       CASE WHEN claimed.workflow_id IS NOT NULL THEN (
+           SELECT jsonb_build_array(s.type, s.args, w.submitted_by)
+             FROM jobs_workflowstep AS s JOIN jobs_workflow AS w ON w.id = s.workflow_id
+            WHERE s.workflow_id = claimed.workflow_id AND s.position = claimed.position + 1
+       ) END
   FROM claimed
 """
 _REDELIVERED_ERROR = "worker lost: the broker redelivered the message to another attempt"
@@ -137,11 +153,13 @@ def job_claim(
     if row is None:
         return None
     (job_type, args, attempts, max_attempts, workflow_id, position, queue_seconds, schedule_id,
-     monitor_slug) = row  # fmt: skip
+     monitor_slug, next_step) = row  # fmt: skip
+    # Django registers psycopg's jsonb loader as text (JSONField decodes it), so raw SQL sees a
+    # JSON document as a string.
     if isinstance(args, str):
-        # Django registers psycopg's jsonb loader as text (JSONField decodes it), so raw SQL sees
-        # the JSON document as a string.
         args = json.loads(args)
+    if isinstance(next_step, str):
+        next_step = json.loads(next_step)
     return ClaimedJob(
         type=job_type,
         args=args,
@@ -152,6 +170,7 @@ def job_claim(
         queue_seconds=float(queue_seconds) if queue_seconds is not None else None,
         schedule_id=schedule_id,
         monitor_slug=monitor_slug,
+        next_step=NextStep(*next_step) if next_step else None,
     )
 
 
@@ -344,21 +363,22 @@ def job_record_ended_outside_task(
 # result row exists. The INSERT writes the same columns, with the same values, as
 # django-celery-results' TaskResultManager.store_result (tests/test_job_success.py compares
 # them); pyproject pins that package's minor version because this statement depends on its table.
-# The attempt's row ends in the same statement, only when the job's UPDATE matched (`done` returns
-# its id).
-_SUCCESS_SQL = """
-WITH done AS (
+# The attempt's row ends in the same statement, only when the job's UPDATE matched (`done`).
+# {gate} and {before}/{after} are for a workflow's step (jobs.services.workflows): its workflow's
+# row locked first, its next step's job made in the same statement.
+_SUCCESS_CTES = """{before}done AS (
     UPDATE jobs_job
        SET status = 'succeeded', result = %(result)s::jsonb, error = '', finished_at = now()
      WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
-       AND worker = %(claimer)s
+       AND worker = %(claimer)s{gate}
     RETURNING id
 ), attempt AS (
     UPDATE jobs_jobattempt AS a
        SET outcome = 'succeeded', finished_at = now()
       FROM done
      WHERE a.job_id = done.id AND a.outcome = 'running'
-)
+)"""
+_RESULT_ROW_CTE = """, result_row AS (
 INSERT INTO django_celery_results_taskresult
     (task_id, periodic_task_name, task_name, task_args, task_kwargs, status, worker,
      content_type, content_encoding, result, date_created, date_started, date_done,
@@ -373,40 +393,48 @@ ON CONFLICT (task_id) DO UPDATE SET
     status = EXCLUDED.status, worker = EXCLUDED.worker, content_type = EXCLUDED.content_type,
     content_encoding = EXCLUDED.content_encoding, result = EXCLUDED.result,
     date_done = EXCLUDED.date_done, traceback = EXCLUDED.traceback, meta = EXCLUDED.meta
-RETURNING (SELECT id FROM done)
-"""
+)"""
 
 
-def job_succeed_with_result(
-    *,
-    job_id: str,
-    task_id: str,
-    encoded_result: str,
-    content_type: str,
-    content_encoding: str,
-    encoded_meta: str,
-    extended: dict[str, Any],
-) -> bool:
-    """`encoded_result` is the JSON text Celery's result serializer produced (also valid jsonb).
-    Returns whether the job took the success (False: it had ended or moved on meanwhile)."""
-    rows = rows_in_one_round_trip(
-        _SUCCESS_SQL,
-        {
-            "job_id": job_id,
-            "task_id": task_id,
-            "result": encoded_result,
-            "content_type": content_type,
-            "content_encoding": content_encoding,
-            "meta": encoded_meta,
-            "periodic_task_name": extended["periodic_task_name"],
-            "task_name": extended["task_name"],
-            "task_args": extended["task_args"],
-            "task_kwargs": extended["task_kwargs"],
-            "worker": extended["worker"],
+@dataclass(frozen=True)
+class JobSuccess:
+    """A job's success as its statement records it: the Job row with the result, the attempt's
+    row, and the django-celery-results row unless `result_row` is None (a job type with
+    ignore_result, whose success the runner records: Celery does not call the results backend
+    for such a task). `result_row`: that row's columns as django-celery-results computes them
+    (task_name, task_args, task_kwargs, periodic_task_name, worker, content_type,
+    content_encoding, meta)."""
+
+    job_id: str
+    task_id: str
+    encoded_result: str  # the JSON text Celery's result serializer produced (valid jsonb too)
+    result_row: dict[str, str | None] | None = None
+
+    def sql(self, *, before: str = "", gate: str = "", after: str = "", also: str = "") -> str:
+        """The statement; it yields whether the job took the success (its first column). A
+        caller's CTEs go `before` the job's (each ending in a comma) and `after` it (each
+        starting with one, reading `done`), `gate` is ANDed to the job's UPDATE, and `also` adds
+        columns to the one row it yields."""
+        # Composes constant fragments only, never input: parameters stay parameters.
+        ctes = _SUCCESS_CTES.format(before=before, gate=gate)
+        if self.result_row is not None:
+            ctes += _RESULT_ROW_CTE
+        return f"WITH {ctes}{after}\nSELECT (SELECT count(*) FROM done){also}"  # noqa: S608
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "task_id": self.task_id,
+            "result": self.encoded_result,
             "claimer": _claimer(),
-        },
-        prepared=True,
-    )
+            **(self.result_row or {}),
+        }
+
+
+def job_succeed(success: JobSuccess) -> bool:
+    """Record the success; whether the job took it (False: it had ended or moved on meanwhile,
+    or another attempt took it over)."""
+    rows = rows_in_one_round_trip(success.sql(), success.params(), prepared=True)
     return bool(rows and rows[0][0])
 
 
@@ -540,25 +568,4 @@ def job_requeue_rescued(*, job_id: str, task_id: str, worker: str, reason: str) 
         {"job_id": job_id, "task_id": task_id, "worker": worker},
         outcome=AttemptOutcome.LOST,
         error=reason,
-    )
-
-
-# The success of a job type with ignore_result (the seed's option): the Job row (the result
-# included) and its attempt, with no django-celery-results row. The runner records it itself:
-# Celery does not call the results backend for such a task.
-_SUCCESS_WITHOUT_RESULT_ROW_SQL = _ending_attempt("""
-    UPDATE jobs_job
-       SET status = 'succeeded', result = %(result)s::jsonb, error = '', finished_at = now()
-     WHERE id = %(job_id)s AND task_id = %(task_id)s AND status = 'running'
-       AND worker = %(claimer)s
-    RETURNING id""")
-
-
-def job_succeed_without_result_row(*, job_id: str, task_id: str, encoded_result: str) -> bool:
-    """Returns whether the job took the success, as job_succeed_with_result."""
-    return _execute_ending(
-        _SUCCESS_WITHOUT_RESULT_ROW_SQL,
-        {"job_id": job_id, "task_id": task_id, "result": encoded_result, "claimer": _claimer()},
-        outcome=AttemptOutcome.SUCCEEDED,
-        error="",
     )

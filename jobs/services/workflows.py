@@ -5,7 +5,7 @@ where no worker ever waits on another job.
   and that each later step takes an `input` of the type the step before it returns (the job
   types' result_schema and step_args_schema). Then the workflow, its steps and the first step's
   job commit together; that job waits in the table for the dispatcher like any other.
-- A later step's job is made only when the previous step's job succeeded, in the transaction
+- A later step's job is made only when the previous step's job succeeded, in the statement
   that records that success (workflow_step_succeed), with the previous result as its `input`.
   It is then dispatched like any job: the tenant's rate limits, concurrency cap and fair order
   apply, and the tenant is the one the platform stamps on every message. A worker killed between
@@ -26,6 +26,7 @@ workflow row first (before the job's UPDATE), so it serialises with cancel and r
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -36,19 +37,31 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
-from saas_platform.lib.db import connection
+from saas_platform.lib.db import connection, rows_in_one_round_trip
 from saas_platform.lib.tenant_context import active_tenant
 
 from jobs.catalogue import JobArgsError, JobType, UnknownJobType, catalogue, job_type_get
 from jobs.models import Job, JobStatus, Workflow, WorkflowStatus, WorkflowStep
 from jobs.services.activity import jobs_announce_on_commit
-from jobs.services.submission import DEFAULT_PRIORITY, IdempotencyConflict, JobSubmitError
-from jobs.services.transitions import JobStateError, job_cancel, job_retry
+from jobs.services.submission import (
+    DEFAULT_PRIORITY,
+    IdempotencyConflict,
+    JobSubmitError,
+    jobs_insert_sql,
+)
+from jobs.services.transitions import (
+    JobStateError,
+    JobSuccess,
+    NextStep,
+    job_cancel,
+    job_retry,
+    job_succeed,
+)
 
 MIN_STEPS = 2
 MAX_STEPS = 20
 # Set by the runner on a workflow step's Celery request (per execution, never on the shared task
-# object): (workflow id, position), read by whoever records the step's success.
+# object): a StepInFlight, read by whoever records the step's success.
 WORKFLOW_STEP_ATTRIBUTE = "workflow_step"
 
 
@@ -145,7 +158,9 @@ def workflow_fingerprint(steps: Sequence[StepRequest]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _step_job(workflow: Workflow, position: int, job_type: JobType, args: dict[str, Any]) -> Job:
+def _step_job(
+    workflow_id: Any, submitted_by: str, position: int, job_type: JobType, args: dict[str, Any]
+) -> Job:
     job = Job(
         type=job_type.name,
         args=args,
@@ -153,9 +168,9 @@ def _step_job(workflow: Workflow, position: int, job_type: JobType, args: dict[s
         priority=DEFAULT_PRIORITY,
         queue=job_type.queue,
         max_attempts=job_type.max_attempts,
-        submitted_by=workflow.submitted_by,
+        submitted_by=submitted_by,
         queued_at=timezone.now(),
-        workflow=workflow,
+        workflow_id=workflow_id,
         position=position,
     )
     job.task_id = job.id  # as for any job: the first attempt's task id is the job id
@@ -191,7 +206,7 @@ def workflow_submit(
                 WorkflowStep(workflow=workflow, position=n, type=step.type, args=step.args)
                 for n, step in enumerate(steps, start=1)
             )
-            first = _step_job(workflow, 1, types[0], steps[0].args)
+            first = _step_job(workflow.id, submitted_by, 1, types[0], steps[0].args)
             first.save(force_insert=True)
             jobs_announce_on_commit(tenant.pk, [first], bill=True)
     except IntegrityError:
@@ -215,8 +230,16 @@ def _replay(existing: Workflow, request_hash: str) -> Workflow:
     return existing
 
 
-def _make_step(workflow: Workflow, step: WorkflowStep, previous_result: Any) -> Job:
-    """The step's job, with the previous result as `input`; inside the caller's transaction.
+def _next_job(
+    *,
+    workflow_id: Any,
+    submitted_by: str,
+    position: int,
+    step_type: str,
+    step_args: dict[str, Any],
+    previous_result: Any,
+) -> Job:
+    """The job of step `position`, not saved, with the previous result as `input`.
 
     A result that does not fit after all (the submission checked types only), or a type that
     left the catalogue since, makes the job failed at once: the workflow fails, visibly, at
@@ -224,52 +247,113 @@ def _make_step(workflow: Workflow, step: WorkflowStep, previous_result: Any) -> 
     """
     error = ""
     try:
-        job_type = job_type_get(step.type)
-        args = job_type.validate_args({**step.args, "input": previous_result}, as_step=True)
+        job_type = job_type_get(step_type)
+        args = job_type.validate_args({**step_args, "input": previous_result}, as_step=True)
     except UnknownJobType:
-        job_type, args = None, step.args
-        error = f"the job type {step.type} no longer exists"
+        job_type, args = None, step_args
+        error = f"the job type {step_type} no longer exists"
     except JobArgsError as exc:
-        args = step.args
-        error = f"the result of step {step.position - 1} does not fit as input: {exc}"
+        args = step_args
+        error = f"the result of step {position - 1} does not fit as input: {exc}"
     if job_type is None:
-        job = Job(type=step.type, args=args, queue="default", workflow=workflow)
-        job.position, job.submitted_by, job.task_id = step.position, workflow.submitted_by, job.id
+        job = Job(type=step_type, args=args, queue="default", workflow_id=workflow_id)
+        job.position, job.submitted_by, job.task_id = position, submitted_by, job.id
     else:
-        job = _step_job(workflow, step.position, job_type, args)
+        job = _step_job(workflow_id, submitted_by, position, job_type, args)
     if error:
         job.status, job.error, job.finished_at = JobStatus.FAILED, error, timezone.now()
+    return job
+
+
+def _make_step(workflow: Workflow, step: WorkflowStep, previous_result: Any) -> Job:
+    """The step's job, saved inside the caller's transaction and announced after its commit."""
+    job = _next_job(
+        workflow_id=workflow.id,
+        submitted_by=workflow.submitted_by,
+        position=step.position,
+        step_type=step.type,
+        step_args=step.args,
+        previous_result=previous_result,
+    )
     job.save(force_insert=True)
-    if not error:
+    if job.status != JobStatus.FAILED:
         jobs_announce_on_commit(connection.tenant.pk, [job], bill=True)
     return job
 
 
-def workflow_step_succeed(
-    *, workflow_id: Any, position: int, record_success: Callable[[], bool], result: Any
-) -> bool:
-    """Record a step's success and make the next step, in one transaction.
+@dataclass(frozen=True)
+class StepInFlight:
+    """What the runner knows of a workflow step it runs (from the job's claim), for whoever
+    records its success: the workflow, the step's position and the step after it, if any."""
 
-    `record_success` is the job's own success transition (jobs.services.transitions), returning
-    whether the job took it; only then is the next step made. The workflow row is locked first
-    (with the next step's row, one round trip), so a cancel or retry waits or is waited for.
-    Returns what `record_success` returned.
+    workflow_id: str
+    position: int
+    next_step: NextStep | None
+
+
+# The workflow's row, locked before the job's row is touched (the lock order of a cancel and a
+# retry): the job's UPDATE is gated on it, so it is taken first and held to the commit.
+_WORKFLOW_LOCKED = """workflow AS (
+    SELECT cancelled_at FROM jobs_workflow WHERE id = %(workflow_id)s FOR UPDATE
+), """
+_GATE = " AND EXISTS (SELECT FROM workflow)"
+
+
+@functools.lru_cache(maxsize=8)
+def _guarded_insert(insert_sql: str) -> str:
+    """Django's one-row INSERT of a job (VALUES (%s, ...)) as a CTE that inserts only when the
+    step's job took the success (`done`) and the workflow is not cancelled, its values named
+    (`%(next_<n>)s`) to sit among the success statement's named ones. The text is the same for
+    every job (all concrete fields), so the statement is prepared once per session and schema.
     """
-    with transaction.atomic():
-        next_step = (
-            WorkflowStep.objects.select_related("workflow")
-            .select_for_update()
-            .filter(workflow_id=workflow_id, position=position + 1)
-            .first()
-        )
-        if next_step is None:
-            # The last step: nothing to make, and nothing to lock against.
-            return record_success()
-        if not record_success():
-            return False
-        if next_step.workflow.cancelled_at is None:
-            _make_step(next_step.workflow, next_step, result)
-        return True
+    head, values = insert_sql.split(" VALUES (", 1)
+    count = values.count("%s")
+    if values != ", ".join(["%s"] * count) + ")":
+        raise AssertionError(f"unexpected INSERT from Django's compiler: {insert_sql}")
+    select = ", ".join(f"%(next_{n})s" for n in range(count))
+    # Django's compiled column list and our placeholders only: values stay parameters.
+    cte = f", next AS ({head} SELECT {select} FROM done, workflow"  # noqa: S608
+    return cte + " WHERE workflow.cancelled_at IS NULL RETURNING id)"
+
+
+def workflow_step_succeed(*, step: StepInFlight, success: JobSuccess, result: Any) -> bool:
+    """Record a step's success and make the next step's job: one statement, so one round trip
+    and one commit (a transaction of an ORM lock, the success, an INSERT and a COMMIT cost a
+    step twice a single job's CPU in the worker; bench.workflows). The workflow's row is locked
+    first, so a cancel or retry waits or is waited for, and no job is made for a cancelled one.
+    Returns whether the job took the success.
+    """
+    following = step.next_step
+    if following is None:
+        # The last step: nothing to make, and nothing to lock against.
+        return job_succeed(success)
+    job = _next_job(
+        workflow_id=step.workflow_id,
+        submitted_by=following.submitted_by,
+        position=step.position + 1,
+        step_type=following.type,
+        step_args=following.args,
+        previous_result=result,
+    )
+    insert_sql, insert_params = jobs_insert_sql([job])
+    rows = rows_in_one_round_trip(
+        success.sql(
+            before=_WORKFLOW_LOCKED,
+            gate=_GATE,
+            after=_guarded_insert(insert_sql),
+            also=", (SELECT count(*) FROM next)",
+        ),
+        {
+            **success.params(),
+            "workflow_id": step.workflow_id,
+            **{f"next_{n}": value for n, value in enumerate(insert_params)},
+        },
+        prepared=True,
+    )
+    took, made = rows[0] if rows else (0, 0)
+    if made and job.status != JobStatus.FAILED:
+        jobs_announce_on_commit(connection.tenant.pk, [job], bill=True)
+    return bool(took)
 
 
 def workflow_step_retry_or_stop(

@@ -1,0 +1,145 @@
+"""A workflow step's success: the job's success, its result row and the next step's job in one
+statement, the workflow's row locked first (jobs.services.workflows.workflow_step_succeed).
+Real PostgreSQL, no worker: the chains on real workers are tests/test_workflows_worker.py."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from jobs.models import Job, JobStatus, Workflow
+from jobs.services.transitions import JobSuccess, job_claim
+from jobs.services.workflows import (
+    StepInFlight,
+    StepRequest,
+    workflow_step_succeed,
+    workflow_submit,
+)
+
+STEPS = [
+    StepRequest(type="demo.add", args={"x": 1, "y": 2}),
+    StepRequest(type="demo.add", args={"y": 3}),
+]
+
+
+def _running_first_step(tenant: Any) -> tuple[Workflow, Job, StepInFlight]:
+    """A two-step workflow whose first step's job this process has claimed."""
+    with tenant:
+        workflow = workflow_submit(steps=STEPS, submitted_by="test:steps")
+        job = Job.objects.get(workflow=workflow, position=1)
+        claimed = job_claim(job_id=str(job.id), task_id=str(job.task_id))
+    assert claimed is not None
+    assert claimed.position == 1
+    return workflow, job, StepInFlight(str(workflow.id), 1, claimed.next_step)
+
+
+def _success(job: Job, result: Any) -> JobSuccess:
+    return JobSuccess(
+        job_id=str(job.id),
+        task_id=str(job.task_id),
+        encoded_result=str(result) if isinstance(result, int) else f'"{result}"',
+        result_row={
+            "content_type": "application/json",
+            "content_encoding": "utf-8",
+            "meta": "{}",
+            "periodic_task_name": None,
+            "task_name": job.type,
+            "task_args": None,
+            "task_kwargs": None,
+            "worker": "test@host",
+        },
+    )
+
+
+def test_the_claim_of_a_step_reads_the_step_after_it_and_the_last_reads_none(tenant_db):
+    workflow, _, step = _running_first_step(tenant_db.acme)
+    assert step.next_step is not None
+    assert (step.next_step.type, step.next_step.args) == ("demo.add", {"y": 3})
+    assert step.next_step.submitted_by == "test:steps"
+    with tenant_db.acme:
+        workflow.jobs.update(status=JobStatus.SUCCEEDED)
+        last = Job.objects.create(
+            type="demo.add", args={"y": 3, "input": 3}, queue="default", submitted_by="test",
+            workflow=workflow, position=2,
+        )  # fmt: skip
+        Job.objects.filter(id=last.id).update(task_id=last.id)
+        claimed = job_claim(job_id=str(last.id), task_id=str(last.id))
+    assert claimed is not None
+    assert claimed.position == 2
+    assert claimed.next_step is None
+
+
+def test_a_steps_success_result_row_and_next_job_are_one_statement(tenant_db):
+    workflow, job, step = _running_first_step(tenant_db.acme)
+    with tenant_db.acme, CaptureQueriesContext(connection) as captured:
+        took = workflow_step_succeed(step=step, success=_success(job, 3), result=3)
+    assert took
+    # One query string (a PREPARE ahead of its first EXECUTE rides in it): no BEGIN, no lock
+    # query, no INSERT and no COMMIT of their own.
+    assert len(captured) == 1, [q["sql"][:80] for q in captured]
+    with tenant_db.acme:
+        assert Job.objects.get(id=job.id).status == JobStatus.SUCCEEDED
+        assert TaskResult.objects.filter(task_id=str(job.task_id), status="SUCCESS").exists()
+        following = Job.objects.get(workflow=workflow, position=2)
+    assert (following.status, following.args) == (JobStatus.QUEUED, {"y": 3, "input": 3})
+    assert following.task_id == following.id
+    assert following.submitted_by == "test:steps"
+    assert following.published_at is None  # the dispatcher sends it, as any waiting job
+
+
+def test_a_cancel_committed_while_the_success_waits_makes_no_next_step(tenant_db):
+    """The cancel of a workflow whose running step cannot be stopped holds the workflow's row;
+    the step's success waits for it, then records the success and makes no next step."""
+    workflow, job, step = _running_first_step(tenant_db.acme)
+    locked, release = threading.Event(), threading.Event()
+
+    def cancel() -> None:
+        try:
+            with tenant_db.acme, transaction.atomic():
+                Workflow.objects.select_for_update().filter(id=workflow.id).update(
+                    cancelled_at=timezone.now()
+                )
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel)
+    canceller.start()
+    assert locked.wait(10)
+    threading.Timer(0.5, release.set).start()
+    started = time.monotonic()
+    with tenant_db.acme:
+        took = workflow_step_succeed(step=step, success=_success(job, 3), result=3)
+    waited = time.monotonic() - started
+    canceller.join(10)
+    assert took
+    assert waited >= 0.4
+    with tenant_db.acme:
+        assert Job.objects.get(id=job.id).status == JobStatus.SUCCEEDED
+        assert not Job.objects.filter(workflow=workflow, position=2).exists()
+
+
+def test_a_success_the_job_did_not_take_makes_no_next_step(tenant_db):
+    workflow, job, step = _running_first_step(tenant_db.acme)
+    with tenant_db.acme:
+        Job.objects.filter(id=job.id).update(status=JobStatus.CANCELLED)
+        assert not workflow_step_succeed(step=step, success=_success(job, 3), result=3)
+        assert not Job.objects.filter(workflow=workflow, position=2).exists()
+        assert not TaskResult.objects.filter(task_id=str(job.task_id)).exists()
+
+
+def test_a_result_that_does_not_fit_fails_the_next_step_at_once(tenant_db):
+    workflow, job, step = _running_first_step(tenant_db.acme)
+    with tenant_db.acme:
+        assert workflow_step_succeed(step=step, success=_success(job, "three"), result="three")
+        following = Job.objects.get(workflow=workflow, position=2)
+    assert following.status == JobStatus.FAILED
+    assert "does not fit as input" in following.error
+    assert following.finished_at is not None
