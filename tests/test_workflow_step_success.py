@@ -143,3 +143,18 @@ def test_a_result_that_does_not_fit_fails_the_next_step_at_once(tenant_db):
     assert following.status == JobStatus.FAILED
     assert "does not fit as input" in following.error
     assert following.finished_at is not None
+
+
+def test_the_one_job_insert_writes_what_djangos_compiler_writes(tenant_db):
+    from jobs.services.submission import job_insert_sql, jobs_insert_sql
+
+    job = Job(type="demo.add", args={"x": 1, "input": 2}, queue="default", submitted_by="test")
+    with tenant_db.acme:
+        compiled_sql, compiled = jobs_insert_sql([job])
+        job._state.adding = True
+        sql, params = job_insert_sql(job)
+    assert sql == compiled_sql
+    created = [field.attname for field in Job._meta.concrete_fields].index("created_at")
+    assert [str(v) for n, v in enumerate(params) if n != created] == [
+        str(v) for n, v in enumerate(compiled) if n != created
+    ]

@@ -9,6 +9,7 @@ announces it again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Model
+from django.db.models import Field, Model
 from django.db.models.sql import InsertQuery
 from django.utils import timezone
 from saas_platform.lib.tenant_context import active_tenant
@@ -200,6 +201,27 @@ def jobs_insert_sql(jobs: list[Job]) -> tuple[str, list[Any]]:
     for job in jobs:
         job._state.adding, job._state.db = False, connection.alias
     return sql, list(params)
+
+
+@functools.cache
+def _one_job_insert() -> tuple[str, tuple[Field[Any, Any], ...]]:
+    """Django's compiled one-row INSERT of a job, and its fields in the order of its values."""
+    fields = tuple(field for field in Job._meta.concrete_fields if not field.generated)
+    query = InsertQuery(Job)
+    query.insert_values(list(fields), [Job()])
+    [(sql, _)] = query.get_compiler(connection=connection).as_sql()
+    return sql, fields
+
+
+def job_insert_sql(job: Job) -> tuple[str, list[Any]]:
+    """jobs_insert_sql for one job, for the hot path that makes a workflow's next step: the
+    statement is compiled once per process, and each job's values are prepared as Django's
+    insert compiler prepares them (each field's pre_save, then get_db_prep_save), without
+    compiling it again (a third of a chain step's CPU in the worker went there)."""
+    sql, fields = _one_job_insert()
+    params = [field.get_db_prep_save(field.pre_save(job, True), connection) for field in fields]
+    job._state.adding, job._state.db = False, connection.alias
+    return sql, params
 
 
 def jobs_announce_accepted(by_tenant: dict[int, list[Job]]) -> None:

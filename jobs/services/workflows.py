@@ -47,7 +47,7 @@ from jobs.services.submission import (
     DEFAULT_PRIORITY,
     IdempotencyConflict,
     JobSubmitError,
-    jobs_insert_sql,
+    job_insert_sql,
 )
 from jobs.services.transitions import (
     JobStateError,
@@ -335,7 +335,7 @@ def workflow_step_succeed(*, step: StepInFlight, success: JobSuccess, result: An
         step_args=following.args,
         previous_result=result,
     )
-    insert_sql, insert_params = jobs_insert_sql([job])
+    insert_sql, insert_params = job_insert_sql(job)
     rows = rows_in_one_round_trip(
         success.sql(
             before=_WORKFLOW_LOCKED,
