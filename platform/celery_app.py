@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.app.defaults import DEFAULTS
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas_platform.settings")
 
@@ -17,6 +18,21 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 # keep connections open and replace only broken or expired ones (tenant_context), which is worth
 # several times the throughput with database results. Counted twice per task by Celery.
 app.conf.CELERY_DB_REUSE_MAX = 1_000_000
+
+
+@app.on_after_configure.connect
+def _configuration_resolved(sender: Celery, **_: object) -> None:
+    """Celery reads its configuration on every message it sends or handles (send_task alone,
+    four lookups), and each lookup of a value that no CELERY_* setting sets tries the prefixed
+    name, the plain one and the old names in Django's settings (an AttributeError each) before
+    Celery's defaults: 51 us for four lookups, a third of send_task's CPU in the dispatcher.
+    Settings do not change in a running process, so once Celery has read them (lazily, at the
+    first lookup) every value it knows is put in the view's first map: 9 us for the same four.
+    A CELERY_* Django setting changed after that no longer reaches Celery: set app.conf."""
+    conf = sender.conf
+    conf.update({key: conf[key] for key in DEFAULTS if key in conf})
+
+
 app.autodiscover_tasks(["saas_platform", "jobs", "tenants", "billing"])
 
 # Signal handlers: the tenant's trip through publish/prerun/postrun, the publish time on every
