@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -107,34 +107,47 @@ def test_a_steps_success_result_row_and_next_job_are_one_statement(tenant_db):
     assert following.published_at is None  # the dispatcher sends it, as any waiting job
 
 
+class _Cancel(threading.Thread):
+    """What workflow_cancel does first, in a transaction of its own thread: the workflow's row
+    locked and marked cancelled. `then` runs inside that transaction before its commit."""
+
+    def __init__(self, tenant: Any, workflow: Workflow, then: Callable[[], None]) -> None:
+        super().__init__()
+        self.tenant, self.workflow, self.then = tenant, workflow, then
+        self.locked = threading.Event()
+        self.failures: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            with self.tenant, transaction.atomic():
+                Workflow.objects.select_for_update().filter(id=self.workflow.id).update(
+                    cancelled_at=timezone.now()
+                )
+                self.locked.set()
+                self.then()
+        except BaseException as exc:  # reported in the test's thread
+            self.failures.append(exc)
+        finally:
+            connection.close()
+
+
 def test_a_cancel_committed_while_the_success_waits_makes_no_next_step(tenant_db):
     """The cancel of a workflow whose running step cannot be stopped holds the workflow's row;
     the step's success waits for it, then records the success and makes no next step."""
     workflow, job, step = _running_first_step(tenant_db.acme)
-    locked, release = threading.Event(), threading.Event()
-
-    def cancel() -> None:
-        try:
-            with tenant_db.acme, transaction.atomic():
-                Workflow.objects.select_for_update().filter(id=workflow.id).update(
-                    cancelled_at=timezone.now()
-                )
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    canceller = threading.Thread(target=cancel)
+    release = threading.Event()
+    canceller = _Cancel(tenant_db.acme, workflow, then=lambda: release.wait(10) and None)
     canceller.start()
-    assert locked.wait(10)
+    assert canceller.locked.wait(10)
     threading.Timer(0.5, release.set).start()
     started = time.monotonic()
     with tenant_db.acme:
         took = workflow_step_succeed(step=step, success=_success(job, 3), result=3)
     waited = time.monotonic() - started
     canceller.join(10)
+    assert canceller.failures == []
     assert took
-    assert waited >= 0.4
+    assert waited >= 0.4  # it waited for the cancel's commit
     with tenant_db.acme:
         assert Job.objects.get(id=job.id).status == JobStatus.SUCCEEDED
         assert not Job.objects.filter(workflow=workflow, position=2).exists()
@@ -156,36 +169,22 @@ def test_a_cancel_that_also_ends_the_running_step_meets_the_success_without_a_de
     with tenant_db.acme:
         connection.ensure_connection()
         success_pid = connection.connection.info.backend_pid
-    locked = threading.Event()
-    failures: list[BaseException] = []
 
-    def cancel() -> None:
-        try:
-            with tenant_db.acme, transaction.atomic():
-                Workflow.objects.select_for_update().filter(id=workflow.id).update(
-                    cancelled_at=timezone.now()
-                )
-                locked.set()
-                wait_for(
-                    lambda: _waiting_for_a_lock(success_pid),
-                    timeout=10,
-                    what="the success to wait for the workflow's row",
-                )
-                Job.objects.filter(id=job.id).update(
-                    status=JobStatus.CANCELLED, finished_at=timezone.now()
-                )
-        except BaseException as exc:  # reported below, in the test's thread
-            failures.append(exc)
-        finally:
-            connection.close()
+    def end_the_step() -> None:
+        wait_for(
+            lambda: _waiting_for_a_lock(success_pid),
+            timeout=10,
+            what="the success to wait for the workflow's row",
+        )
+        Job.objects.filter(id=job.id).update(status=JobStatus.CANCELLED, finished_at=timezone.now())
 
-    canceller = threading.Thread(target=cancel)
+    canceller = _Cancel(tenant_db.acme, workflow, then=end_the_step)
     canceller.start()
-    assert locked.wait(10)
+    assert canceller.locked.wait(10)
     with tenant_db.acme:
         took = workflow_step_succeed(step=step, success=_success(job, 3), result=3)
     canceller.join(20)
-    assert failures == []
+    assert canceller.failures == []
     assert not took
     with tenant_db.acme:
         assert Job.objects.get(id=job.id).status == JobStatus.CANCELLED
