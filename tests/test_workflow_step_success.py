@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from jobs.models import Job, JobStatus, Workflow
-from jobs.services.transitions import JobSuccess, job_claim
+from jobs.services.transitions import JobSuccess, NextStep, job_claim
 from jobs.services.workflows import (
     StepInFlight,
     StepRequest,
@@ -227,3 +227,30 @@ def test_the_one_job_insert_writes_what_djangos_compiler_writes(tenant_db):
         return [(type(v), getattr(v, "obj", v)) for n, v in enumerate(values) if n != created]
 
     assert comparable(params) == comparable(compiled)
+
+
+def test_a_step_without_a_result_row_still_makes_its_next_job(tenant_db):
+    """A job type with ignore_result: the same statement without the django-celery-results row."""
+    workflow, job, step = _running_first_step(tenant_db.acme)
+    success = JobSuccess(job_id=str(job.id), task_id=str(job.task_id), encoded_result="3")
+    with tenant_db.acme:
+        assert workflow_step_succeed(step=step, success=success, result=3)
+        assert Job.objects.get(id=job.id).result == 3
+        assert not TaskResult.objects.filter(task_id=str(job.task_id)).exists()
+        following = Job.objects.get(workflow=workflow, position=2)
+    assert (following.status, following.args) == (JobStatus.QUEUED, {"y": 3, "input": 3})
+
+
+def test_a_next_step_whose_type_left_the_catalogue_is_made_failed(tenant_db):
+    workflow, job, step = _running_first_step(tenant_db.acme)
+    assert step.next_step is not None
+    gone = StepInFlight(
+        step.workflow_id,
+        step.position,
+        NextStep(type="demo.retired", args={"y": 3}, submitted_by=SUBMITTER),
+    )
+    with tenant_db.acme:
+        assert workflow_step_succeed(step=gone, success=_success(job, 3), result=3)
+        following = Job.objects.get(workflow=workflow, position=2)
+    assert following.status == JobStatus.FAILED
+    assert following.error == "the job type demo.retired no longer exists"
