@@ -12,6 +12,7 @@ history never disagrees with the job and the worker's hot path costs no extra ro
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -396,6 +397,16 @@ ON CONFLICT (task_id) DO UPDATE SET
 )"""
 
 
+@functools.lru_cache(maxsize=16)
+def _success_statement(result_row: bool, before: str, gate: str, after: str, also: str) -> str:
+    """JobSuccess.sql's text, composed once per shape: it is on every job's success path."""
+    # Composes constant fragments only, never input: parameters stay parameters.
+    ctes = _SUCCESS_CTES.format(before=before, gate=gate)
+    if result_row:
+        ctes += _RESULT_ROW_CTE
+    return f"WITH {ctes}{after}\nSELECT (SELECT count(*) FROM done){also}"  # noqa: S608
+
+
 @dataclass(frozen=True)
 class JobSuccess:
     """A job's success as its statement records it: the Job row with the result, the attempt's
@@ -415,11 +426,7 @@ class JobSuccess:
         caller's CTEs go `before` the job's (each ending in a comma) and `after` it (each
         starting with one, reading `done`), `gate` is ANDed to the job's UPDATE, and `also` adds
         columns to the one row it yields."""
-        # Composes constant fragments only, never input: parameters stay parameters.
-        ctes = _SUCCESS_CTES.format(before=before, gate=gate)
-        if self.result_row is not None:
-            ctes += _RESULT_ROW_CTE
-        return f"WITH {ctes}{after}\nSELECT (SELECT count(*) FROM done){also}"  # noqa: S608
+        return _success_statement(self.result_row is not None, before, gate, after, also)
 
     def params(self) -> dict[str, Any]:
         return {
