@@ -479,8 +479,10 @@ def _tenant_and_key() -> str:
     from billing.services import tenant_create_on_plan
     from tenants.services import apikey_create
 
-    created = tenant_create_on_plan(slug="acme", name="Acme")
-    # What the API costs, not what the free plan's submit rate allows: an operator's override.
+    # What the API costs, not what a plan allows: enterprise's monthly quota (100 million) is
+    # beyond a run's jobs (free's 10,000 is not: a run submits more, and every batch was a 429),
+    # and an operator's override lifts its submit rate (1000/s).
+    created = tenant_create_on_plan(slug="acme", name="Acme", plan_slug="enterprise")
     Subscription.objects.filter(tenant=created.tenant).update(submit_rate_override="1000000/s")
     return apikey_create(tenant=created.tenant, name="bench").plaintext
 

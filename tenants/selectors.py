@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
 
+from django.db import connection
 from django.utils import timezone
+from saas_platform.lib.model_rows import model_columns
 
 from tenants import apikeys
-from tenants.models import ApiKey
+from tenants.models import ApiKey, Tenant
 
 # last_used_at is a hint for operators, not an audit log: write it at most once a minute per key.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -38,7 +41,7 @@ def apikey_authenticate(plaintext: str) -> KeyCheck:
     parsed = apikeys.key_parse(plaintext)
     if parsed is None:
         return KeyCheck(None, KeyRefusal.MALFORMED)
-    api_key = ApiKey.objects.select_related("tenant").filter(key_id=parsed.key_id).first()
+    api_key = _key_with_tenant(parsed.key_id)
     if api_key is None or not apikeys.key_matches(plaintext, api_key.key_hash):
         return KeyCheck(None, KeyRefusal.UNKNOWN)
     if apikeys.key_needs_rehash(api_key.key_hash):
@@ -58,3 +61,32 @@ def apikey_authenticate(plaintext: str) -> KeyCheck:
             last_used_at=now
         )
     return KeyCheck(api_key, None)
+
+
+@functools.cache
+def _key_lookup_sql() -> str:
+    key, tenant = model_columns(ApiKey, "k"), model_columns(Tenant, "t")
+    quote = connection.ops.quote_name
+    tenant_fk = quote(ApiKey._meta.get_field("tenant").column)
+    key_id = quote(ApiKey._meta.get_field("key_id").column)
+    tenant_pk = quote(Tenant._meta.pk.column)
+    # Names from the models' meta only; the key id is a bound parameter.
+    return (
+        f"SELECT {key.sql}, {tenant.sql} FROM {quote(ApiKey._meta.db_table)} k "  # noqa: S608
+        f"JOIN {quote(Tenant._meta.db_table)} t ON t.{tenant_pk} = k.{tenant_fk} "
+        f"WHERE k.{key_id} = %s"
+    )
+
+
+def _key_with_tenant(key_id: str) -> ApiKey | None:
+    """The key with its tenant loaded, as `select_related("tenant")` would give it, from a
+    statement composed once (saas_platform.lib.model_rows: this lookup runs on every request)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_key_lookup_sql(), [key_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    key = model_columns(ApiKey, "k")
+    api_key: ApiKey = key.instance(row[: len(key)])
+    api_key.tenant = model_columns(Tenant, "t").instance(row[len(key) :])
+    return api_key

@@ -159,3 +159,31 @@ def test_a_key_hashed_under_the_old_scheme_works_through_the_fallbacks_and_is_re
     with override_settings(SECRET_KEY="rotated-again", SECRET_KEY_FALLBACKS=[]):
         # Rehashed on that use: no secret is needed any more.
         assert call("GET", "/jobs", key=created.plaintext).status == 200
+
+
+def test_the_key_lookup_builds_the_instances_the_orm_builds(tenant_db):
+    # The lookup runs on every request from a statement composed once (tenants.selectors):
+    # every field of the key and of its tenant, the JSON scopes and the times included, must
+    # come out as select_related would give them, or scopes and suspension would be misread.
+    from tenants.models import Tenant
+    from tenants.selectors import _key_with_tenant
+
+    created = apikey_create(tenant=tenant_db.acme, name="compare", scopes=["jobs:read"])
+    ApiKey.objects.filter(pk=created.api_key.pk).update(
+        expires_at=timezone.now() + timedelta(days=3), last_used_at=timezone.now()
+    )
+    orm = ApiKey.objects.select_related("tenant").get(pk=created.api_key.pk)
+    built = _key_with_tenant(orm.key_id)
+    assert built is not None
+    for field in ApiKey._meta.concrete_fields:
+        assert getattr(built, field.attname) == getattr(orm, field.attname), field.name
+    assert built.scopes == ["jobs:read"]
+    assert built.expires_at is not None
+    assert built.expires_at.tzinfo is not None
+    assert ApiKey._meta.get_field("tenant").is_cached(built)  # no query to reach the tenant
+    assert isinstance(built.tenant, Tenant)
+    for field in Tenant._meta.concrete_fields:
+        assert getattr(built.tenant, field.attname) == getattr(orm.tenant, field.attname), field
+    assert not built._state.adding
+    assert built.tenant._state.db == orm.tenant._state.db
+    assert _key_with_tenant("nosuchkeyid00000") is None
