@@ -14,6 +14,8 @@ Used by bench.variants to measure suggested changes without editing the product:
   for the cost of metering per job.
 - `unprepared`: DB_PREPARED_STATEMENTS off: the hot path's statements are planned on every
   call, as before they were prepared per session and tenant (saas_platform.lib.db).
+- `stock-transport`: kombu's own Redis transport, a new redis-py client for every short broker
+  command, as before saas_platform.lib.redis_transport.
 (The measured `merged-success` variant, Job row and result row in one statement, is now the
 product's own path: jobs.success.)
 """
@@ -33,10 +35,13 @@ _KNOWN = {
     "no-observability",
     "no-metering",
     "unprepared",
+    "stock-transport",
 }
 if VARIANT - _KNOWN:
     raise ValueError(f"unknown BENCH_VARIANT {sorted(VARIANT - _KNOWN)}; known: {sorted(_KNOWN)}")
 
+if "stock-transport" in VARIANT:
+    del CELERY_BROKER_TRANSPORT  # noqa: F821  # from the product's settings
 if "unprepared" in VARIANT:
     DB_PREPARED_STATEMENTS = False
 if "limit-set" in VARIANT:
