@@ -155,10 +155,9 @@ def usage_count(
         logger.warning("usage of tenant %s on %s not counted: %s", tenant_id, day, exc)
 
 
-def month_jobs(*, tenant_id: int, day: date) -> int:
-    """Jobs counted in the month of `day` so far (the quota check). Raises redis.RedisError."""
-    value = state_redis().hget(month_key(tenant_id, day), "jobs")
-    return int(value) if value else 0
+def month_counter(*, tenant_id: int, day: date) -> tuple[str, str]:
+    """The hash and field that count the jobs of the month of `day` (the quota check)."""
+    return month_key(tenant_id, day), "jobs"
 
 
 def usage_by_day(*, tenant_id: int, start: date, end: date) -> list[tuple[date, UsageTotals]]:

@@ -1,7 +1,8 @@
 """The monthly job quota, checked at submission from the Redis counters (billing.metering).
 
-One HGET per submission (the month's `jobs` of the tenant), no public-schema read beyond the
-cached limits. The check and the count are not one atomic step: concurrent requests that all
+One read per submission (the month's `jobs` of the tenant), in the same Redis script as the
+submit rate's bucket (jobs.services.admission), and no public-schema read beyond the cached
+limits. The check and the count are not one atomic step: concurrent requests that all
 pass the check may together go over by as many jobs as they carry, which a quota of thousands
 of jobs a month can bear. What is counted is what was accepted (billing.metering counts jobs
 on commit), so a refused request never uses up quota.
@@ -15,9 +16,10 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.utils import timezone
+from saas_platform.lib.rate_buckets import CapReached, CounterCap
 
 from billing.limits import tenant_limits
-from billing.metering import month_jobs
+from billing.metering import month_counter
 from billing.usage import period_bounds
 
 
@@ -50,18 +52,18 @@ class QuotaExceeded(Exception):
         self.retry_after = max(1, math.ceil((state.period_end - now).total_seconds()))
 
 
-def quota_state(*, tenant_id: int, now: datetime | None = None) -> QuotaState:
-    """Raises redis.RedisError if the counters cannot be read."""
+def quota_cap(*, tenant_id: int, jobs: int, now: datetime | None = None) -> CounterCap:
+    """The quota as a cap on the month's job counter, for a take of tokens that checks it in
+    the same round trip (jobs.services.admission: the submit rate's bucket)."""
+    day = (now or timezone.now()).astimezone(UTC).date()
+    key, field = month_counter(tenant_id=tenant_id, day=day)
+    limit = tenant_limits(tenant_id).jobs_per_month
+    return CounterCap(key=key, field=field, limit=limit, amount=jobs)
+
+
+def quota_refused(refused: CapReached, *, now: datetime | None = None) -> QuotaExceeded:
+    """The QuotaExceeded for a take that quota_cap's cap refused."""
     now = (now or timezone.now()).astimezone(UTC)
     _, end = period_bounds(now)
-    used = month_jobs(tenant_id=tenant_id, day=now.date())
-    return QuotaState(used=used, quota=tenant_limits(tenant_id).jobs_per_month, period_end=end)
-
-
-def quota_admit(*, tenant_id: int, jobs: int, now: datetime | None = None) -> QuotaState:
-    """Raise QuotaExceeded if `jobs` more would exceed the month's quota."""
-    now = (now or timezone.now()).astimezone(UTC)
-    state = quota_state(tenant_id=tenant_id, now=now)
-    if state.used + jobs > state.quota:
-        raise QuotaExceeded(state=state, wanted=jobs, now=now)
-    return state
+    state = QuotaState(used=refused.used, quota=refused.cap.limit, period_end=end)
+    return QuotaExceeded(state=state, wanted=refused.cap.amount, now=now)

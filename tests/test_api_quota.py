@@ -104,3 +104,41 @@ def test_over_the_monthly_quota_the_api_answers_429_with_the_period_end_and_acce
     assert _jobs(own) == QUOTA
     # Reading is not submitting: usage and job reads still answer.
     assert call("GET", "/usage", key=own.key).body["quota"]["percent_used"] == 100.0
+
+
+def test_the_quota_and_the_submit_rate_cost_one_redis_round_trip_and_a_refusal_takes_no_tokens(
+    tenant_db, own, monkeypatch
+):
+    from saas_platform.lib.state_redis import state_redis
+
+    from billing.limits import tenant_limits
+    from billing.quotas import QuotaExceeded
+    from jobs.services.admission import submission_admit, submit_bucket
+
+    from billing.metering import month_counter
+
+    # The module's tenant may have used its quota already (the test above): count from 0 again.
+    state_redis().hdel(*month_counter(tenant_id=own.tenant.pk, day=datetime.now(UTC).date()))
+    with own.tenant:
+        submission_admit(tenant_id=own.tenant.pk, jobs=1)  # the script loaded into Redis
+    client = state_redis()
+    sent: list[Any] = []
+    original = client.execute_command
+
+    def counting(*args: Any, **options: Any) -> Any:
+        sent.append(args[0])
+        return original(*args, **options)
+
+    monkeypatch.setattr(client, "execute_command", counting)
+    with own.tenant:
+        submission_admit(tenant_id=own.tenant.pk, jobs=1)
+        assert sent == ["EVALSHA"], sent  # the quota's read and the bucket's take, one script
+        bucket = submit_bucket(own.tenant.pk, tenant_limits(own.tenant.pk).submit_rate)
+        before = state_redis().hgetall(bucket.key)
+        with pytest.raises(QuotaExceeded) as refused:
+            submission_admit(tenant_id=own.tenant.pk, jobs=QUOTA + 1)  # more than the quota
+    assert refused.value.wanted == QUOTA + 1
+    assert refused.value.state.quota == QUOTA
+    # Over the quota the bucket gave nothing: its state was not even rewritten.
+    assert before
+    assert state_redis().hgetall(bucket.key) == before

@@ -147,3 +147,21 @@ def test_ready_in_is_zero_when_everything_was_granted():
 def test_a_bucket_without_a_rate_is_refused():
     with pytest.raises(ValueError, match="rate must be above 0"):
         bucket_take(_spec(rate=0, burst=1))
+
+
+def test_a_cap_on_a_counter_refuses_the_take_whole_and_takes_nothing():
+    spec = _spec(rate=1, burst=10)
+    counter = state_key("test-cap", uuid.uuid4().hex)
+    state_redis().hset(counter, "jobs", 7)
+    cap = rate_buckets.CounterCap(key=counter, field="jobs", limit=10, amount=3)
+    assert bucket_take(spec, 3, all_or_none=True, cap=cap).granted == 3  # 7 + 3 is within 10
+    over = rate_buckets.CounterCap(key=counter, field="jobs", limit=10, amount=4)
+    with pytest.raises(rate_buckets.CapReached) as refused:
+        bucket_take(spec, 4, all_or_none=True, cap=over)
+    assert refused.value.used == 7
+    assert refused.value.cap is over
+    assert math.isclose(_tokens(spec), 7, abs_tol=0.1)  # nothing taken by the refused take
+    assert state_redis().hget(counter, "jobs") == b"7"  # checked, never counted
+    # A counter that does not exist yet counts as 0.
+    fresh = rate_buckets.CounterCap(key=counter + "-none", field="jobs", limit=2, amount=2)
+    assert bucket_take(spec, 2, cap=fresh).granted == 2

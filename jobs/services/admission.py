@@ -10,8 +10,9 @@ Tokens pay for requests, not for accepted jobs: a submission refused afterwards 
 has still used its tokens, as a flood of invalid requests costs the platform as much as valid
 ones.
 
-The monthly job quota (billing.quotas) is checked first, from the month's Redis counter: a
-request over it is refused whatever the bucket holds, and uses no tokens.
+The monthly job quota (billing.quotas) is checked in the same step, from the month's Redis
+counter (a cap on the bucket's take, one round trip for both): a request over it is refused
+whatever the bucket holds, and uses no tokens.
 
 If Redis is unreachable the submission goes through (logged): accepted work is never refused
 because counters are down, as for the rest of the submit path.
@@ -23,11 +24,12 @@ import logging
 import math
 
 import redis
-from saas_platform.lib.rate_buckets import BucketSpec, bucket_take
+from django.utils import timezone
+from saas_platform.lib.rate_buckets import BucketSpec, CapReached, bucket_take
 from saas_platform.lib.state_redis import state_key
 
 from billing.limits import Rate, tenant_limits
-from billing.quotas import QuotaExceeded, quota_admit
+from billing.quotas import quota_cap, quota_refused
 from jobs.models import Job, JobBatch, Workflow
 
 logger = logging.getLogger(__name__)
@@ -65,19 +67,24 @@ def submission_admit(
     A replay that finds tokens pays like any request: telling it apart first would cost every
     keyed submission a second lookup of the key, which the service makes anyway.
     """
-    try:
-        quota_admit(tenant_id=tenant_id, jobs=jobs)
-    except QuotaExceeded:
-        # A replay stores nothing new, so it needs no quota.
-        if idempotency_key is None or not _stored(idempotency_key, batch=batch, workflow=workflow):
-            raise
-    except redis.RedisError as exc:
-        logger.warning("quota of tenant %s not checked (Redis): %s", tenant_id, exc)
     rate = tenant_limits(tenant_id).submit_rate
+    now = timezone.now()
     try:
-        take = bucket_take(submit_bucket(tenant_id, rate), jobs, all_or_none=True)
+        # The quota and the rate in one round trip: the quota is a cap on the bucket's take, so
+        # a request over it takes no tokens.
+        take = bucket_take(
+            submit_bucket(tenant_id, rate),
+            jobs,
+            all_or_none=True,
+            cap=quota_cap(tenant_id=tenant_id, jobs=jobs, now=now),
+        )
+    except CapReached as refused:
+        # A replay stores nothing new, so it needs no quota (and no tokens).
+        if idempotency_key is not None and _stored(idempotency_key, batch=batch, workflow=workflow):
+            return
+        raise quota_refused(refused, now=now) from None
     except redis.RedisError as exc:
-        logger.warning("submit rate of tenant %s not checked (Redis): %s", tenant_id, exc)
+        logger.warning("quota and submit rate of tenant %s not checked (Redis): %s", tenant_id, exc)
         return
     if take.granted:
         return

@@ -22,19 +22,30 @@ from typing import Any
 
 from saas_platform.lib.state_redis import state_redis
 
-# KEYS: the buckets. ARGV: the mode ('1': all or none), then rate, burst, wanted for each bucket
-# in turn. Returns, per bucket, {granted, microseconds until the next token (0 if one is left),
-# microseconds until all of wanted (at most burst) is there (0 if it was granted)}. Lua numbers
-# are doubles; the reply converts them to integers, hence microseconds.
+# KEYS: the buckets, then the cap's hash if there is one. ARGV: the mode ('1': all or none); the
+# cap: '1' if there is one, its field, limit and amount; then rate, burst, wanted for each bucket
+# in turn. Returns {-1, the counter's value} if the cap refused (nothing taken), else, per bucket,
+# {granted, microseconds until the next token (0 if one is left), microseconds until all of
+# wanted (at most burst) is there (0 if it was granted)}. Lua numbers are doubles; the reply
+# converts them to integers, hence microseconds.
 _TAKE = """
+local buckets = #KEYS
+if ARGV[2] == '1' then
+  buckets = buckets - 1
+  local used = tonumber(redis.call('HGET', KEYS[#KEYS], ARGV[3]) or 0)
+  if used + tonumber(ARGV[5]) > tonumber(ARGV[4]) then
+    return {-1, used}
+  end
+end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local all_or_none = ARGV[1] == '1'
 local out = {}
-for i, key in ipairs(KEYS) do
-  local rate = tonumber(ARGV[i * 3 - 1])
-  local burst = tonumber(ARGV[i * 3])
-  local wanted = tonumber(ARGV[i * 3 + 1])
+for i = 1, buckets do
+  local key = KEYS[i]
+  local rate = tonumber(ARGV[i * 3 + 3])
+  local burst = tonumber(ARGV[i * 3 + 4])
+  local wanted = tonumber(ARGV[i * 3 + 5])
   local state = redis.call('HMGET', key, 'tokens', 'at')
   local tokens = tonumber(state[1])
   local at = tonumber(state[2])
@@ -90,33 +101,73 @@ class Take:
     ready_in: float = 0.0
 
 
+@dataclass(frozen=True)
+class CounterCap:
+    """A counter a take must not push past its limit: `amount` more on the hash field `key` /
+    `field` must stay at most `limit`, or nothing is taken. Checked in the same atomic step as
+    the buckets, so a caller that checks a counter before it takes (the monthly job quota before
+    the submit rate) needs one round trip, not two. Only checked: the counting is the caller's."""
+
+    key: str
+    field: str
+    limit: int
+    amount: int
+
+
+class CapReached(Exception):
+    """The take's CounterCap refused it; no bucket gave anything. `used`: the counter's value."""
+
+    def __init__(self, cap: CounterCap, used: int) -> None:
+        super().__init__(f"{cap.key} {cap.field}: {used} + {cap.amount} > {cap.limit}")
+        self.cap = cap
+        self.used = used
+
+
 def buckets_take(
-    specs: Sequence[tuple[BucketSpec, int]], *, all_or_none: bool = False
+    specs: Sequence[tuple[BucketSpec, int]],
+    *,
+    all_or_none: bool = False,
+    cap: CounterCap | None = None,
 ) -> list[Take]:
     """Take up to `wanted` tokens from each bucket; returns what each gave, in order.
 
     With `all_or_none`, each bucket gives all of its `wanted` or nothing (buckets are decided
-    one by one, in the same atomic step).
+    one by one, in the same atomic step). With `cap`, raises CapReached, taking nothing, if the
+    cap's counter would pass its limit.
     """
     global _script
     if not specs:
         return []
     if _script is None:
         _script = state_redis().register_script(_TAKE)
-    args: list[float | int] = [1 if all_or_none else 0]
+    keys = [spec.key for spec, _ in specs]
+    args: list[float | int | str] = [1 if all_or_none else 0]
+    if cap is None:
+        args += [0, "", 0, 0]
+    else:
+        keys.append(cap.key)
+        args += [1, cap.field, cap.limit, cap.amount]
     for spec, wanted in specs:
         if not spec.rate > 0:
             raise ValueError(f"bucket {spec.key}: rate must be above 0, not {spec.rate}")
         args += [spec.rate, max(1, spec.burst), max(0, wanted)]
-    replies = _script(keys=[spec.key for spec, _ in specs], args=args)
+    replies = _script(keys=keys, args=args)
+    if cap is not None and replies and not isinstance(replies[0], list):
+        raise CapReached(cap, int(replies[1]))
     return [
         Take(granted=int(granted), next_token_in=int(wait) / 1e6, ready_in=int(ready) / 1e6)
         for granted, wait, ready in replies
     ]
 
 
-def bucket_take(spec: BucketSpec, wanted: int = 1, *, all_or_none: bool = False) -> Take:
-    return buckets_take([(spec, wanted)], all_or_none=all_or_none)[0]
+def bucket_take(
+    spec: BucketSpec,
+    wanted: int = 1,
+    *,
+    all_or_none: bool = False,
+    cap: CounterCap | None = None,
+) -> Take:
+    return buckets_take([(spec, wanted)], all_or_none=all_or_none, cap=cap)[0]
 
 
 def bucket_peek(spec: BucketSpec) -> Take:
