@@ -9,6 +9,26 @@ from celery.app.defaults import DEFAULTS
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "saas_platform.settings")
 
+
+def _redis_transport_aliased() -> None:
+    """Broker URLs redis:// and rediss:// through REDIS_BROKER_TRANSPORT
+    (saas_platform.lib.redis_transport), as kombu's aliases of those schemes rather than
+    Celery's `broker_transport`: with the latter, kombu no longer sees the scheme `rediss`, which
+    is what turns TLS on for it, and the connection's URL becomes the class's import path, which
+    Flower cannot parse. Before any connection of this process's app is made."""
+    from django.conf import settings
+    from kombu import transport
+
+    path = settings.REDIS_BROKER_TRANSPORT
+    if path:
+        for scheme in ("redis", "rediss"):
+            transport.TRANSPORT_ALIASES[scheme] = path
+            # kombu caches a scheme's class once resolved: resolve it again.
+            getattr(transport, "_transport_cache", {}).pop(scheme, None)
+
+
+_redis_transport_aliased()
+
 app = Celery("saas_platform")
 # The apps publish through celery.current_app and define shared tasks, never importing this module
 # (DESIGN.md, "Layers"); as the default app it is current in every thread, not only this one.

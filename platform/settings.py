@@ -7,7 +7,6 @@ message naming the variable. Integrations are on only when their variable is set
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
@@ -175,10 +174,10 @@ CACHES = {
 
 # --- Celery (read by saas_platform.celery_app with namespace="CELERY") --------------------------
 CELERY_BROKER_URL = REDIS_URL
-# kombu's Redis transport with one client per channel instead of one per command
-# (saas_platform.lib.redis_transport); without it the URL's scheme picks kombu's own.
-if urlsplit(REDIS_URL).scheme in ("redis", "rediss"):
-    CELERY_BROKER_TRANSPORT = "saas_platform.lib.redis_transport:Transport"
+# The transport behind redis:// and rediss:// broker URLs (saas_platform.celery_app registers it
+# as kombu's alias of those schemes): kombu's Redis transport with one client per channel instead
+# of one per command (saas_platform.lib.redis_transport). "" leaves kombu's own.
+REDIS_BROKER_TRANSPORT = "saas_platform.lib.redis_transport:Transport"
 # Results live in each tenant's schema (django-celery-results); the subclass activates the tenant
 # of the request for writes made outside the task (worker lost, time limit, revoke).
 CELERY_RESULT_BACKEND = "jobs.results_backend.JobResultsBackend"

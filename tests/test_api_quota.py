@@ -112,10 +112,9 @@ def test_the_quota_and_the_submit_rate_cost_one_redis_round_trip_and_a_refusal_t
     from saas_platform.lib.state_redis import state_redis
 
     from billing.limits import tenant_limits
+    from billing.metering import month_counter
     from billing.quotas import QuotaExceeded
     from jobs.services.admission import submission_admit, submit_bucket
-
-    from billing.metering import month_counter
 
     # The module's tenant may have used its quota already (the test above): count from 0 again.
     state_redis().hdel(*month_counter(tenant_id=own.tenant.pk, day=datetime.now(UTC).date()))

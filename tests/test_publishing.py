@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -63,13 +64,23 @@ def _published(queue: str) -> dict[str, Any]:
         ("demo.add", {"x": 1, "y": 2}, 7),  # a job's own, lower time limit
         ("demo.primes", {"limit": 10}, None),  # a soft time limit of its type
         ("email.send", {"to": "a@example.com", "subject": "s", "body": "b"}, None),  # ignore_result
+        # Options a task may carry (its attributes, or CELERY_TASK_ANNOTATIONS) that send_task
+        # also takes from it: set on demo.add for this case.
+        ("demo.add+options", {"x": 1, "y": 2}, None),
     ],
 )
-def test_the_message_is_the_one_send_task_sends(tenant_db, job_type, args, time_limit):
+def test_the_message_is_the_one_send_task_sends(tenant_db, monkeypatch, job_type, args, time_limit):
     # As in a worker, whose dispatcher sends them: the job types' tasks registered, with their
     # time limits (send_task adds those of a task it knows).
     current_app.loader.import_default_modules()
     current_app.finalize(auto=True)
+    if job_type.endswith("+options"):
+        job_type = job_type.removesuffix("+options")
+        task = current_app.tasks[job_type]
+        monkeypatch.setattr(task, "expires", 600, raising=False)
+        monkeypatch.setattr(task, "delivery_mode", 1, raising=False)
+        monkeypatch.setattr(task, "compression", "zlib", raising=False)
+        monkeypatch.setattr(task, "_exec_options", None)  # Celery caches them per task
     job = Job(type=job_type, args=args, queue="default", priority=7)
     job.task_id = job.id
     job.time_limit_seconds = time_limit
@@ -82,6 +93,13 @@ def test_the_message_is_the_one_send_task_sends(tenant_db, job_type, args, time_
     # send_task passes its options on to the publish call, so argsrepr (which it puts in the
     # headers, where workers and Flower read it) is also copied among the properties.
     assert theirs["properties"].pop("argsrepr") == ours["headers"]["argsrepr"]
+    # An absolute time, made from the task's seconds at each send: moments apart.
+    expires = [message["headers"].pop("expires") for message in (ours, theirs)]
+    if expires[1] is None:
+        assert expires[0] is None
+    else:
+        ours_at, theirs_at = (datetime.fromisoformat(at) for at in expires)
+        assert abs((ours_at - theirs_at).total_seconds()) < 5
     assert ours == theirs
     headers = ours["headers"]
     assert headers["task"] == job_type
@@ -91,3 +109,7 @@ def test_the_message_is_the_one_send_task_sends(tenant_db, job_type, args, time_
     assert headers["timelimit"] == [time_limit or task.time_limit, task.soft_time_limit]
     assert headers["ignore_result"] is None  # the worker reads the task's own
     assert ours["properties"]["priority"] == 2
+    if getattr(task, "expires", None):
+        assert expires[0] is not None
+        assert ours["properties"]["delivery_mode"] == 1
+        assert ours["headers"].get("compression") == "application/x-gzip"

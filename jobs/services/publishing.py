@@ -12,9 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from celery import current_app
+from celery.utils import time as celery_time
+from dateutil.parser import isoparse  # type: ignore[import-untyped]  # Celery's dependency
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 from kombu.exceptions import KombuError
@@ -29,12 +32,49 @@ logger = logging.getLogger(__name__)
 _PIPELINE_SIZE = 1000
 
 
+# Of a task's own options (Task._get_exec_options: its attributes, annotations included), those
+# send_task puts into the message itself, and those the job's own values replace; it hands the
+# rest (serializer, delivery_mode, compression, exchange, routing_key, ...) to the publish call.
+_MESSAGE_OPTIONS = ("time_limit", "soft_time_limit", "expires")
+_JOB_OPTIONS = ("queue", "priority")
+
+
 @dataclass(frozen=True)
 class _TaskOptions:
     """What Celery's send_task adds from a registered task's own options."""
 
     time_limit: float | None = None
     soft_time_limit: float | None = None
+    expires: Any = None
+    publish: dict[str, Any] = field(default_factory=dict)
+
+
+def _task_options(task: Any) -> _TaskOptions:
+    given = {name: value for name, value in task._get_exec_options().items() if value is not None}
+    return _TaskOptions(
+        time_limit=given.get("time_limit"),
+        soft_time_limit=given.get("soft_time_limit"),
+        expires=given.get("expires"),
+        publish={
+            name: value
+            for name, value in given.items()
+            if name not in _MESSAGE_OPTIONS and name not in _JOB_OPTIONS
+        },
+    )
+
+
+def _expiration(expires: Any, now: datetime) -> float:
+    """The message's time to live for an `expires`, in seconds, as send_task computes it (a
+    past time is 0: expired on arrival unless a consumer takes it at once)."""
+    # Celery's own subtraction (naive and aware times alike); its type stubs omit it.
+    subtract = celery_time.subtract_datetimes  # type: ignore[attr-defined]
+    if isinstance(expires, datetime):
+        seconds = float(subtract(expires, now).total_seconds())
+    elif isinstance(expires, str):
+        seconds = float(subtract(isoparse(expires), now).total_seconds())
+    else:
+        seconds = float(expires)
+    return max(0.0, seconds)
 
 
 @dataclass
@@ -56,19 +96,17 @@ class _Sender:
         if found is None:
             task = self.app.tasks.get(name)
             # A type this process does not know: send_task adds nothing either.
-            found = self.options[name] = (
-                _TaskOptions()
-                if task is None
-                else _TaskOptions(task.time_limit, task.soft_time_limit)
-            )
+            found = self.options[name] = _TaskOptions() if task is None else _task_options(task)
         return found
 
     def send(self, job: Job, producer: Any) -> None:
         """The message Celery's `send_task(job.type, ...)` sends, built by the same two calls
         it makes (`amqp.create_task_message`, then `amqp.send_task_message`, which routes it
         and fires the publish signals that stamp the tenant), without the rest of send_task:
-        its options' merging and routing, the calling task's lineage (the dispatcher is no
-        task), the AsyncResult, and a lookup of Celery's configuration for each. That was half
+        its routing (`task_routes` does not apply: a job's queue is its type's, or the one it
+        was given), the calling task's lineage (the dispatcher is no task), the results
+        backend's on_task_call (a no-op for ours), the AsyncResult, and a lookup of Celery's
+        configuration for each. That was half
         of send_task's 122 µs of CPU a job in a dispatcher's turn of 40 jobs (in process);
         tests/test_publishing.py checks that the two messages are the same (but for the copy of
         `argsrepr` that send_task also leaves among the message's properties)."""
@@ -82,6 +120,7 @@ class _Sender:
             reply_to=self.reply_to,
             time_limit=limit if limit is not None else options.time_limit,
             soft_time_limit=options.soft_time_limit,
+            expires=options.expires,
             create_sent_event=self.sent_event,
             # send_task's too: the task's own ignore_result is not one of the options it takes
             # from the task, and the worker reads the task's.
@@ -91,10 +130,19 @@ class _Sender:
             argsrepr=f"['{job.id}'] tenant={connection.schema_name}",
             kwargsrepr="{}",
         )
+        # As send_task does: a connection error comes out as kombu's own (a KombuError).
+        with producer.connection._reraise_as_library_errors():
+            self._publish(job, producer, message, options)
+
+    def _publish(self, job: Job, producer: Any, message: Any, options: _TaskOptions) -> None:
+        publish = options.publish
+        if options.expires is not None:
+            publish = {**publish, "expiration": _expiration(options.expires, self.app.now())}
         self.amqp.send_task_message(
             producer,
             job.type,
             message,
+            **publish,
             queue=job.queue,
             # The API's priority runs 0 (lowest) to 9 (highest); Redis serves broker priority 0
             # first.

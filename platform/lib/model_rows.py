@@ -53,7 +53,8 @@ def model_columns(model: type[Model], alias: str) -> ModelColumns:
     process (the default database's backend: PostgreSQL's operations add no converters of
     their own, so those found here hold for every connection)."""
     quote = connection.ops.quote_name
-    fields = [field for field in model._meta.concrete_fields if not field.generated]
+    # Every concrete field, generated ones too, as the ORM selects them.
+    fields = list(model._meta.concrete_fields)
     converters = []
     for field in fields:
         column = field.get_col(alias)

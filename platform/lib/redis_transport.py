@@ -13,8 +13,9 @@ share between threads, so one client per channel and pool serves every such call
 channel's own `client` (its BRPOP connection) already does. A new pool (kombu makes one after a
 fork or a connection error) gets a new client. Everything else is kombu's.
 
-Selected by `CELERY_BROKER_TRANSPORT` (saas_platform.settings) for `redis://` and `rediss://`
-broker URLs; the URL still gives the host, database and options.
+Registered by saas_platform.celery_app as kombu's transport for `redis://` and `rediss://`
+broker URLs (REDIS_BROKER_TRANSPORT in saas_platform.settings); the URL still gives the host,
+database, TLS and options.
 """
 
 from __future__ import annotations
